@@ -1,0 +1,78 @@
+"""`pocketlm` command line: one verb per pipeline stage.
+
+Each stage module defines ``register(subparsers)``, adding its verb(s) with
+``parser.set_defaults(func=...)``; ``func(args)`` returns an exit code (or None for 0).
+Stage modules keep heavy imports (transformers, llama_cpp, matplotlib, peft) inside functions so
+``pocketlm --help`` stays fast. A UserError anywhere becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Any
+
+from pocketlm.errors import UserError
+
+STAGE_MODULES = (
+    "pocketlm.info",       # presets, info, init
+    "pocketlm.tokenizer",  # tokenizer train
+    "pocketlm.data",       # data prepare
+    "pocketlm.pretrain",   # pretrain
+    "pocketlm.finetune",   # finetune
+    "pocketlm.intent",     # intent, intent eval, intent data
+    "pocketlm.export",     # export
+    "pocketlm.runtime",    # generate
+    "pocketlm.bench",      # bench
+    "pocketlm.latency",    # latency fit / predict / calibrate
+    "pocketlm.search",     # search
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line + usage hint, exit 2 (argparse's convention)
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pocketlm", description=__doc__.splitlines()[0])
+    from pocketlm import __version__
+
+    parser.add_argument("--version", action="version", version=f"pocketlm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in STAGE_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:  # stage not built yet in this checkout
+                continue
+            raise
+        if hasattr(module, "register"):  # TODO(lead): drop once every stage registers
+            module.register(sub)
+    return parser
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"pocketlm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pocketlm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
