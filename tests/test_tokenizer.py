@@ -1,0 +1,104 @@
+"""Tokenizer: byte-level BPE training, HF format, digits, special tokens, the one chat template."""
+
+import json
+
+import pytest
+
+from pocketlm.cli import main
+from pocketlm.errors import UserError
+from pocketlm.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, load_tokenizer, render_chat, train_tokenizer
+
+TEXTS = [
+    "The river Ithka flows through Elfenton and reaches the sea in 1770.",
+    "def add(a, b):\n    return a + b\n\nprint(add(12, 345))\n",
+    "Café, naïve, 日本語, emoji 🚀 and tabs\tare all bytes in the end.",
+    "Solve 3x + 5 = 20. Subtract 5: 3x = 15. Divide by 3: x = 5.",
+] * 50
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory):
+    return train_tokenizer(TEXTS, 400, tmp_path_factory.mktemp("tok") / "tokenizer")
+
+
+def test_round_trip_and_special_tokens(tok_dir):
+    tok = load_tokenizer(tok_dir)
+    for text in TEXTS[:4] + ["  leading spaces, trailing  ", "\n\n", "ü" * 7]:
+        ids = tok.encode(text, add_special_tokens=False)
+        assert tok.decode(ids) == text
+    # ids 0-2 are the special tokens, each a single id; eos doubles as bos and pad
+    for i, t in enumerate(SPECIAL_TOKENS):
+        assert tok.convert_tokens_to_ids(t) == i
+        assert tok.encode(t, add_special_tokens=False) == [i]
+    assert tok.eos_token == "<|endoftext|>" and tok.eos_token_id == tok.pad_token_id == tok.bos_token_id == 0
+    # no BOS/EOS added implicitly: data prepare adds EOS itself
+    assert tok.encode("hello", add_special_tokens=True) == tok.encode("hello", add_special_tokens=False)
+
+
+def test_digits_are_split_individually(tok_dir):
+    tok = load_tokenizer(tok_dir)
+    # "345" and "1770" are frequent in training, yet never merge
+    for number in ["345", "1770", "20240517"]:
+        pieces = tok.convert_ids_to_tokens(tok.encode(f"x{number}y", add_special_tokens=False))
+        assert [p for p in pieces if any(c.isdigit() for c in p)] == list(number)
+
+
+def test_chat_template_through_auto_tokenizer(tok_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tok_dir))
+    cfg = json.loads((tok_dir / "tokenizer_config.json").read_text())
+    assert cfg["chat_template"] == CHAT_TEMPLATE
+    msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    got = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    assert got == render_chat(msgs, add_generation_prompt=True)
+    assert got == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+                   "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n"
+                   "<|im_start|>assistant\n")
+    sys_msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q"}]
+    got = tok.apply_chat_template(sys_msgs, tokenize=False)
+    assert got == render_chat(sys_msgs) == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n"
+    ids = tok.apply_chat_template(sys_msgs, tokenize=True)
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    assert ids[0] == 1 and ids.count(2) == 2  # markers are single special ids
+
+
+def test_train_from_files_and_dirs_skips_bad_data(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.txt").write_text("plain text about towns and rivers\n" * 20)
+    (d / "b.jsonl").write_text("\n".join(json.dumps({"text": f"record {i} of the set"}) for i in range(30))
+                               + "\n{not json\n")
+    (d / "c.txt").write_bytes(b"\x00\x01binary")
+    (d / "d.txt").write_bytes(b"bad \xff utf8")
+    out = train_tokenizer([d], 300, tmp_path / "tok")
+    tok = load_tokenizer(out)
+    assert 259 < len(tok) <= 300
+    assert tok.decode(tok.encode("record 7 of the set", add_special_tokens=False)) == "record 7 of the set"
+
+
+def test_user_errors(tmp_path):
+    with pytest.raises(UserError, match="vocab_size"):
+        train_tokenizer(TEXTS, 100, tmp_path / "t")
+    with pytest.raises(UserError, match="not found"):
+        train_tokenizer([tmp_path / "missing.txt"], 300, tmp_path / "t")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "e.txt").write_text("")
+    with pytest.raises(UserError, match="no training text"):
+        train_tokenizer([tmp_path / "empty"], 300, tmp_path / "t")
+    with pytest.raises(UserError, match="not found"):
+        load_tokenizer(tmp_path / "nope")
+    with pytest.raises(UserError, match="no tokenizer"):
+        load_tokenizer(tmp_path / "empty")
+    assert not (tmp_path / "t").exists()  # nothing half-written
+
+
+def test_cli_train(tmp_path, capsys):
+    (tmp_path / "a.txt").write_text(" ".join(TEXTS[:8]))
+    assert main(["tokenizer", "train", "--input", str(tmp_path / "a.txt"), "--vocab-size", "300",
+                 "--out", str(tmp_path / "tok"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["special_tokens"] == {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2}
+    assert main(["tokenizer", "train", "--input", str(tmp_path / "nope*.txt"), "--vocab-size", "300",
+                 "--out", str(tmp_path / "tok2")]) == 2
+    assert "not found" in capsys.readouterr().err
