@@ -338,19 +338,10 @@ def _record_calls(item: dict, specs) -> tuple[list[dict] | None, str | None]:
 def load_predictions(path: str | os.PathLike) -> list[dict]:
     """Prediction JSONL → one dict per non-blank line: {"line", "query", "calls", "error"}.
     Never raises on content; missing/unreadable file → UserError."""
-    from pocketlm.errors import UserError
-    from pocketlm.intent.specs import load_specs
+    from pocketlm.intent.specs import load_specs, read_jsonl_lines
 
     specs = load_specs()
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:
-        raise UserError(f"file not found: {path}") from None
-    except IsADirectoryError:
-        raise UserError(f"expected a JSONL file, got a directory: {path}") from None
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}") from None
+    lines = read_jsonl_lines(path)
     out = []
     for i, line in enumerate(lines, 1):
         if not line.strip():

@@ -187,19 +187,24 @@ def parse_sample_line(line: str, lineno: int | None = None) -> Sample:
     return Sample(query, normalize_answers(item["answers"]), lineno)
 
 
-def load_droidcall(path: str | os.PathLike, keep_blank: bool = False) -> list[Sample]:
-    """Read a DroidCall JSONL file. Malformed lines come back as Samples with ``error`` set
-    (never an exception); blank lines are skipped unless ``keep_blank`` (then they are errors too,
-    so prediction files stay aligned with their gold file line by line)."""
+def read_jsonl_lines(path: str | os.PathLike) -> list[str]:
+    """The lines of a JSONL file (undecodable bytes replaced, so a bad line is scored, not fatal)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
+            return f.read().splitlines()
     except FileNotFoundError:
         raise UserError(f"file not found: {path}") from None
     except IsADirectoryError:
         raise UserError(f"expected a JSONL file, got a directory: {path}") from None
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror}") from None
+
+
+def load_droidcall(path: str | os.PathLike, keep_blank: bool = False) -> list[Sample]:
+    """Read a DroidCall JSONL file. Malformed lines come back as Samples with ``error`` set
+    (never an exception); blank lines are skipped unless ``keep_blank`` (then they are errors too,
+    so prediction files stay aligned with their gold file line by line)."""
+    lines = read_jsonl_lines(path)
     samples = []
     for i, line in enumerate(lines, 1):
         if not line.strip():
