@@ -80,13 +80,12 @@ def _iter_texts(files_or_texts: Iterable[Any], text_field: str = "text") -> Iter
 
 
 def _looks_like_path(s: str) -> bool:
-    # A string is a path if it exists, is a glob, or has no whitespace (a missing path then fails
-    # loudly instead of silently becoming training text). Pass Path objects to be explicit.
+    # An existing path is a path; otherwise a string with whitespace is text (even with [, * or ?),
+    # and one without is a path or glob, so a missing path fails loudly instead of becoming text.
+    # Pass Path objects to be explicit.
     if len(s) > 4096:
         return False
-    import glob
-
-    return os.path.exists(os.path.expanduser(s)) or glob.has_magic(s) or not any(c.isspace() for c in s)
+    return os.path.exists(os.path.expanduser(s)) or not any(c.isspace() for c in s)
 
 
 def train_tokenizer(files_or_texts: Iterable[Any], vocab_size: int, out_dir: str | os.PathLike,

@@ -1,0 +1,100 @@
+"""The tiny intent pipeline end to end on CPU: accuracy on the held-out synthesized split, and the time it took.
+
+    flock /tmp/pocketlm-bench.lock .venv/bin/python benchmarks/intent_tiny.py [--out DIR] [--quick]
+
+Stages (pocketlm.pipelines.intent_tiny): synthesize DroidCall-format data → tokenizer + data prepare →
+short pre-training (built-in corpus + intent training text) → full fine-tuning on the code_short prompts
+(assistant-only loss) → greedy generation on the held-out test split → parse → DroidCall's metrics.
+The baseline a user would otherwise get is the same pre-trained model without the intent fine-tune,
+scored on the same test split (it is expected near 0: the calls only appear after fine-tuning).
+Prints a table, then ONE JSON line (accuracy, soft_accuracy, n_test, seconds per stage, machine/versions/date).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+
+def machine() -> dict:
+    import torch
+    import transformers
+
+    import pocketlm
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "torch": torch.__version__, "transformers": transformers.__version__, "pocketlm": pocketlm.__version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/bench-intent-tiny", help="work dir (overwritten)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: tiny budgets, accuracy meaningless")
+    ap.add_argument("--n-test", type=int, default=200)
+    ap.add_argument("--no-baseline", action="store_true", help="skip scoring the pre-trained model")
+    args = ap.parse_args()
+
+    import shutil
+
+    from pocketlm.intent import evaluate, get_matcher, load_droidcall, load_specs
+    from pocketlm.pipelines import IntentTinyConfig, intent_tiny, predict_intents
+
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = IntentTinyConfig(n_test=args.n_test)
+    if args.quick:
+        cfg = IntentTinyConfig(n_train=64, n_test=8, corpus_mb=0.2, pretrain_steps=3,
+                               finetune={"max_steps": 3, "synth_samples": 64}, max_new_tokens=32)
+    t_all = time.perf_counter()
+    res = intent_tiny(out, cfg, say=lambda s: print(s, flush=True))
+    baseline = None
+    if not args.no_baseline:
+        # same test split, same prompts, the pre-trained model before the intent fine-tune
+        t0 = time.perf_counter()
+        specs = load_specs()
+        test = load_droidcall(out / "data" / "test.jsonl")
+        ft = res["finetune_recipe"]
+        preds, _ = predict_intents(out / "pretrain" / "final", test, specs, doc_style=ft["doc_style"],
+                                   k=ft["candidates"], seed=cfg.seed, max_new_tokens=cfg.max_new_tokens)
+        b = evaluate(test, preds, specs, matcher=get_matcher("auto", quiet=True))
+        baseline = {"accuracy": b["accuracy"], "soft_accuracy": b["soft_accuracy"], "n": b["n"],
+                    "seconds": round(time.perf_counter() - t0, 1)}
+    total = time.perf_counter() - t_all
+
+    rows = [(stage, f"{sec:.1f}", "", "", "") for stage, sec in res["seconds"].items()]
+    rows.append(("intent-tiny (pretrain+finetune)", f"{res['total_seconds']:.1f}", f"{100 * res['accuracy']:.1f}",
+                 f"{100 * res['soft_accuracy']:.1f}", str(res["n_test"])))
+    if baseline:
+        rows.append(("baseline: pre-trained, no intent FT", f"{baseline['seconds']:.1f}",
+                     f"{100 * baseline['accuracy']:.1f}", f"{100 * baseline['soft_accuracy']:.1f}", str(baseline["n"])))
+    head = ("stage", "time (s)", "accuracy %", "soft acc. %", "n")
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(5)]
+    print()
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+    print(f"\nmatcher: {res['matcher']}; unparsable outputs: {res['unparsable']}/{res['n_test']}; "
+          f"finetune loss {res['finetune']['first_loss']:.3f} → {res['finetune']['last_loss']:.3f}; "
+          f"details in {out / 'result.json'}")
+    summary = {"benchmark": "intent_tiny", "accuracy": res["accuracy"], "soft_accuracy": res["soft_accuracy"],
+               "n_test": res["n_test"], "n_train": res["n_train"], "target_accuracy": 0.8,
+               "seconds": res["seconds"], "pipeline_seconds": res["total_seconds"], "wall_seconds": round(total, 1),
+               "baseline_pretrained_only": baseline, "matcher": res["matcher"], "quick": args.quick,
+               "model": res["config"]["model"], "finetune": {k: res["finetune_recipe"][k] for k in (
+                   "method", "doc_style", "candidates", "max_steps", "epochs", "batch_size", "lr", "seq_len")},
+               "machine": machine()}
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
