@@ -146,10 +146,12 @@ def test_sampling_controls():
 
 
 def test_peak_rss_tracks_allocations():
-    reset_peak_rss()
+    if not reset_peak_rss():
+        pytest.skip("this kernel cannot reset the peak-RSS watermark")
     before = peak_rss_mb()
-    block = np.ones(64 * 1024 * 1024 // 8)  # 64 MB touched
-    assert peak_rss_mb() >= before + 50
+    # 256 MB touched: large against the kernel's approximate (per-CPU batched) RSS counters
+    block = np.ones(256 * 1024 * 1024 // 8)
+    assert peak_rss_mb() >= before + 128
     del block
 
 
