@@ -229,3 +229,70 @@ def test_calibrate_reads_model_configs_from_gguf_files(tmp_path):
     assert prof.fit["q4_0/decode"]["configs"] == 3
     with pytest.raises(UserError, match="FILENAME=CONFIG"):
         L.parse_model_configs(["tiny", "tiny-qwen"], data)
+
+
+# ---------------------------------------------------------------------------- cache-aware decode term
+CACHED = {"q4_0": {"decode": {**TRUE["decode"], "s_per_byte": 1 / 20e9, "s_per_cached_byte": 1 / 80e9,
+                              "cache_bytes": 32 * 2**20},
+                   "prefill": TRUE["prefill"]}}
+
+
+def _small_configs():
+    base = get_preset("qwen2.5-0.5b")
+    shapes = [(256, 4, 8192, 4), (320, 8, 16384, 5), (448, 6, 8192, 7), (384, 10, 32000, 6)]
+    return [base.replace(hidden_size=h, num_layers=n, vocab_size=v, num_heads=h // 64, num_kv_heads=kv,
+                         head_dim=64, intermediate_size=3 * h, name=f"s{i}")
+            for i, (h, n, v, kv) in enumerate(shapes)]
+
+
+def test_decode_features_split_bytes_at_cache_size():
+    cfg = get_preset("smollm2-135m")
+    x0 = L.decode_features(cfg, 100, "q4_0", 8)
+    total = x0[2]
+    assert x0[5] == 0  # no cache: every byte at DRAM cost
+    x = L.decode_features(cfg, 100, "q4_0", 8, cache_bytes=total / 4)
+    assert x[5] == pytest.approx(total / 4) and x[2] + x[5] == pytest.approx(total)
+    big = L.decode_features(cfg, 100, "q4_0", 8, cache_bytes=10 * total)
+    assert big[2] == 0 and big[5] == pytest.approx(total)
+
+
+def test_fit_selects_effective_cache_and_small_models_do_not_bend_the_fit():
+    truth = L.LatencyModel(CACHED)
+    small, large = _small_configs(), _configs()
+    train, held = small[:3] + large[:6], [small[3]] + large[6:]
+    recs = _records(truth, train, noise=0.01, seed=3)
+    fitted = L.LatencyModel.fit(recs)
+    dec = fitted.coefficients["q4_0"]["decode"]
+    assert dec["cache_bytes"] == 32 * 2**20
+    assert fitted.fit_info["q4_0/decode"]["cache_bytes"] == 32 * 2**20
+    assert dec["s_per_cached_byte"] < dec["s_per_byte"]  # cache is faster than DRAM
+    err = fitted.evaluate(_records(truth, held))["decode"]["median_ape"]
+    flat = L.LatencyModel.fit(recs, cache_bytes=0)  # forced linear bytes term: bent by the small models
+    assert flat.coefficients["q4_0"]["decode"].get("cache_bytes", 0) == 0
+    assert err < 0.03
+    assert flat.evaluate(_records(truth, held))["decode"]["median_ape"] > 2 * err
+    # the fitted coefficients round-trip through a profile, cache size included
+    back = L.LatencyModel.from_dict(fitted.to_dict())
+    cfg = large[7]
+    assert back.predict(cfg, "q4_0", 300, 20) == fitted.predict(cfg, "q4_0", 300, 20)
+
+
+def test_fit_keeps_no_cache_term_when_data_has_no_cache_effect():
+    truth = L.LatencyModel({"q4_0": TRUE})
+    fitted = L.LatencyModel.fit(_records(truth, _small_configs() + _configs(), noise=0.01, seed=5))
+    assert fitted.coefficients["q4_0"]["decode"]["cache_bytes"] == 0
+    assert fitted.coefficients["q4_0"]["decode"]["s_per_cached_byte"] == 0
+
+
+def test_profiles_without_cache_term_still_load():
+    old = {k: v for k, v in TRUE["decode"].items()}  # written before the cache term existed
+    prof = L.DeviceProfile.from_dict({"name": "old", "coefficients": {"q4_0": {"decode": old,
+                                                                               "prefill": TRUE["prefill"]}}})
+    cfg = get_preset("smollm2-135m")
+    assert L.predict(cfg, prof, 200, 32) == L.LatencyModel({"q4_0": TRUE}).predict(cfg, "q4_0", 200, 32)
+    L.DeviceProfile.load("dev-vm-xeon-2t").latency_model().predict(cfg, "q4_0", 200, 32)
+
+
+def test_llc_bytes_is_positive_or_unknown():
+    llc = L.llc_bytes()
+    assert llc is None or (isinstance(llc, int) and llc >= 2**16)

@@ -10,6 +10,14 @@ Batch-1 inference time is a sum of a few physical costs (pocketlm.costs gives th
             + weight_bytes * ceil(P / 512) / bandwidth_eff      # weights stream once per micro-batch
             + linear_flops(P) / compute_eff + attention_flops(P, S) / attention_compute_eff
 
+Cache: a model whose weights (nearly) fit in the last-level cache decodes faster than bytes/DRAM
+bandwidth says, and a single linear bytes term fitted across sizes is bent by it. So decode bytes
+are split at an effective cache size C: min(bytes, C) count at a cache cost (`s_per_cached_byte`)
+and bytes beyond C at the DRAM cost (`s_per_byte`). C is a device property, but not one the OS
+reports reliably (a VM reports the host socket's whole shared L3), so `fit` selects it from the
+training data (powers of two within the measured range; 0 = no cache term unless one clearly
+helps) and stores it with the coefficients as `cache_bytes`. Older profiles without it: C = 0.
+
 Fixed and per-layer terms are the engine's overheads (graph launch, thread sync, sampling); they
 are why tiny models fall short of the bandwidth roofline. Each coefficient is a time per unit and
 must be >= 0, so the fit is a nonnegative least squares on relative errors (each row divided by
@@ -51,8 +59,13 @@ from pocketlm.errors import UserError
 
 UBATCH = 512  # llama.cpp's default physical batch: prefill streams the weights once per 512 tokens
 
-DECODE_TERMS = ("fixed_s", "per_layer_s", "s_per_byte", "s_per_flop", "s_per_attn_flop")
+DECODE_TERMS = ("fixed_s", "per_layer_s", "s_per_byte", "s_per_flop", "s_per_attn_flop", "s_per_cached_byte")
 PREFILL_TERMS = ("fixed_s", "per_token_s", "per_layer_token_s", "s_per_byte", "s_per_flop", "s_per_attn_flop")
+
+# terms older profiles lack: they default to 0 (no cache term), so those profiles load unchanged
+OPTIONAL_TERMS = {"s_per_cached_byte": 0.0}
+# a cache size is only chosen if its training error is below this fraction of the no-cache one
+_CACHE_GAIN = 0.85
 
 # GGUF / CLI precision names -> pocketlm.costs precision names (the one place they are mapped)
 _PRECISIONS = {"f32": "fp32", "fp32": "fp32", "float32": "fp32", "f16": "f16", "fp16": "f16",
@@ -68,15 +81,35 @@ def cost_precision(quant: str) -> str:
 
 
 # ---------------------------------------------------------------------------- features
-def decode_features(cfg: ModelConfig, position: int, quant: str, n: int = 1) -> np.ndarray:
+def decode_features(cfg: ModelConfig, position: int, quant: str, n: int = 1, cache_bytes: float = 0.0) -> np.ndarray:
     """Mean per-token features of decoding `n` tokens starting at `position` (bytes and FLOPs are
-    linear in position, so the mean equals the average of the first and last step)."""
+    linear in position, so the mean equals the average of the first and last step). Bytes read per
+    step are split at the effective cache size: beyond it (DRAM) and within it (cache)."""
     prec = cost_precision(quant)
     last = position + max(n, 1) - 1
     bytes_ = (costs.decode_bytes(cfg, position, prec) + costs.decode_bytes(cfg, last, prec)) / 2
     linear = 2 * costs.matmul_params_per_token(cfg)
     attn = (costs.attention_flops(cfg, 1, position) + costs.attention_flops(cfg, 1, last)) / 2
-    return np.array([1.0, cfg.num_layers, bytes_, linear, attn], dtype=np.float64)
+    cached = min(bytes_, max(float(cache_bytes), 0.0))
+    return np.array([1.0, cfg.num_layers, bytes_ - cached, linear, attn, cached], dtype=np.float64)
+
+
+def llc_bytes() -> int | None:
+    """Last-level cache size the OS reports (Linux sysfs), or None. Informational: in a VM or with
+    many cores it is the whole shared cache, not what a few threads of one process effectively get."""
+    best = (0, None)
+    for d in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            level = int((d / "level").read_text())
+            if (d / "type").read_text().strip() == "Instruction":
+                continue
+            text = (d / "size").read_text().strip().upper()
+        except (OSError, ValueError):
+            continue
+        m = re.fullmatch(r"(\d+)([KMG]?)", text)
+        if m and level >= best[0]:
+            best = (level, int(m.group(1)) * {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}[m.group(2)])
+    return best[1]
 
 
 def prefill_features(cfg: ModelConfig, prompt_len: int, quant: str, start: int = 0) -> np.ndarray:
@@ -147,7 +180,8 @@ class LatencyModel:
 
     # -------------------------------------------------------------- fitting
     @classmethod
-    def fit(cls, records: Iterable[dict], prior: "DeviceProfile | None" = None) -> "LatencyModel":
+    def fit(cls, records: Iterable[dict], prior: "DeviceProfile | None" = None,
+            cache_bytes: float | None = None) -> "LatencyModel":
         """Fit to measurement records (`pocketlm bench` results.json "records", or any list of dicts
         with "config" (ModelConfig or its dict), "quant", "prompt_len", "decode_len", "ttft_s",
         "decode_tok_s"; optional "start" = cached tokens before the prompt, "decode_start" = position
@@ -156,6 +190,9 @@ class LatencyModel:
         A phase with fewer measurements than coefficients, or fewer than 3 distinct configs, cannot
         pin every coefficient; if `prior` (a profile with bandwidth and compute) is given, that phase
         is fitted as one scale factor on the prior's roofline instead.
+
+        `cache_bytes`: the effective cache size for decode; None selects it from the training data
+        (see the module docstring), 0 disables the cache term.
         """
         obs = _observations(records)
         if not obs:
@@ -171,23 +208,30 @@ class LatencyModel:
                 X = np.stack([o["x"] for o in rows])
                 y = np.array([o["y"] for o in rows])
                 n_configs = len({o["config_key"] for o in rows})
+                extra: dict[str, float] = {}
                 if (len(rows) <= len(terms) or n_configs < 3) and prior is not None and prior.has_roofline:
                     base = _roofline_coefficients(prior)[phase]
-                    r = X @ np.array([base[t] for t in terms])
+                    r = X @ _vec(base, terms)
                     alpha = float(np.sum(r / y) / np.sum((r / y) ** 2))
                     coef = {t: base[t] * alpha for t in terms}
                     kind = f"scaled roofline of '{prior.name}' (x{alpha:.3g})"
                 else:
-                    c, dropped = _fit_robust(X, y)
+                    if phase == "decode":
+                        cache, X, c, dropped = _select_cache(rows, y, cache_bytes)
+                        extra = {"cache_bytes": float(cache)}
+                    else:
+                        c, dropped = _fit_robust(X, y)
                     coef = {t: float(v) for t, v in zip(terms, c)}
                     kind = "nnls" if len(rows) > len(terms) else "nnls (underdetermined: few measurements)"
                     if dropped:
                         kind += f", {dropped} outlier(s) dropped"
-                entry[phase] = coef
-                pred = X @ np.array([coef[t] for t in terms])
+                    if extra.get("cache_bytes"):
+                        kind += f", cache {extra['cache_bytes'] / 2**20:.0f} MiB"
+                entry[phase] = {**coef, **extra}
+                pred = X @ _vec(coef, terms)
                 model.fit_info[f"{quant}/{phase}"] = {
                     "kind": kind, "measurements": len(rows), "configs": n_configs,
-                    "train_mape": float(np.mean(np.abs(pred - y) / y)),
+                    "train_mape": float(np.mean(np.abs(pred - y) / y)), **extra,
                 }
             model.coefficients[quant] = entry
         return model
@@ -204,11 +248,12 @@ class LatencyModel:
     def decode_time(self, cfg: ModelConfig, quant: str, position: int, n: int = 1) -> float:
         """Mean seconds per token decoding `n` tokens from `position`."""
         c = self._coef(quant, "decode")
-        return float(decode_features(cfg, position, quant, n) @ np.array([c[t] for t in DECODE_TERMS]))
+        x = decode_features(cfg, position, quant, n, c.get("cache_bytes", 0.0))
+        return float(x @ _vec(c, DECODE_TERMS))
 
     def prefill_time(self, cfg: ModelConfig, quant: str, prompt_len: int, start: int = 0) -> float:
         c = self._coef(quant, "prefill")
-        return float(prefill_features(cfg, prompt_len, quant, start) @ np.array([c[t] for t in PREFILL_TERMS]))
+        return float(prefill_features(cfg, prompt_len, quant, start) @ _vec(c, PREFILL_TERMS))
 
     def predict(self, cfg: ModelConfig | dict, quant: str, prompt_len: int, decode_len: int = 128) -> dict:
         """{"prefill_s", "ttft_s", "prefill_tok_s", "decode_s_per_token", "decode_tok_s", "e2e_s"}.
@@ -254,16 +299,50 @@ class LatencyModel:
                 if phase not in (phases or {}):
                     continue
                 given = phases[phase]
-                missing = [t for t in terms if t not in given]
+                missing = [t for t in terms if t not in given and t not in OPTIONAL_TERMS]
                 if missing:
                     raise UserError(f"latency coefficients {quant}/{phase} miss {', '.join(missing)}")
                 try:
-                    out[q][phase] = {t: float(given[t]) for t in terms}
+                    out[q][phase] = {t: float(given.get(t, OPTIONAL_TERMS.get(t, 0.0))) for t in terms}
+                    if phase == "decode" and "cache_bytes" in given:
+                        out[q][phase]["cache_bytes"] = float(given["cache_bytes"])
                 except (TypeError, ValueError):
                     raise UserError(f"latency coefficients {quant}/{phase} must be numbers") from None
                 if any(v < 0 for v in out[q][phase].values()):
                     raise UserError(f"latency coefficients {quant}/{phase} must be >= 0")
         return cls(out, dict(data.get("fit") or {}))
+
+
+def _vec(coef: dict[str, float], terms: tuple[str, ...]) -> np.ndarray:
+    """Coefficients in feature order; optional terms a coefficient table lacks count as 0."""
+    return np.array([coef[t] if t in coef else OPTIONAL_TERMS[t] for t in terms])
+
+
+def _select_cache(rows: list[dict], y: np.ndarray, cache_bytes: float | None):
+    """Decode fit with the effective cache size given, or chosen on the TRAINING rows: C = 0 (no
+    cache term) or a power of two between the smallest and largest bytes read per step (outside
+    that range C is not identifiable), whichever has the lowest training error; C > 0 must beat
+    C = 0 by _CACHE_GAIN, since an extra knob always helps a little.
+    Returns (C, features, coefficients, dropped outliers)."""
+    def fit_at(cache: float):
+        X = np.stack([decode_features(o["cfg"], o["start"], o["quant"], o["n"], cache) for o in rows])
+        c, dropped = _fit_robust(X, y)
+        return float(np.mean(np.abs(X @ c - y) / y)), X, c, dropped
+
+    if cache_bytes is not None:
+        return (float(cache_bytes), *fit_at(float(cache_bytes))[1:])
+    per_step = [float(o["x"][2] + o["x"][5]) for o in rows]
+    best = (0.0, *fit_at(0.0))
+    bar = _CACHE_GAIN * best[1] - 1e-6  # absolute margin: exact data must not pick a C by rounding
+    cache = float(2**20)
+    while cache <= min(per_step):  # C below every row is a constant, i.e. the fixed term again
+        cache *= 2
+    while cache < max(per_step):
+        cand = (cache, *fit_at(cache))
+        if cand[1] < min(bar, best[1]):
+            best = cand
+        cache *= 2
+    return best[0], best[2], best[3], best[4]
 
 
 def _quant_key(quant: str) -> str:
@@ -421,7 +500,7 @@ def _roofline_coefficients(profile: DeviceProfile) -> dict[str, dict[str, float]
     s_byte = 1.0 / (profile.bandwidth_gbs * 1e9)
     s_flop = 1.0 / (profile.compute_gflops * 1e9)
     return {"decode": {"fixed_s": 0.0, "per_layer_s": 0.0, "s_per_byte": s_byte, "s_per_flop": s_flop,
-                       "s_per_attn_flop": s_flop},
+                       "s_per_attn_flop": s_flop, "s_per_cached_byte": s_byte},
             "prefill": {"fixed_s": 0.0, "per_token_s": 0.0, "per_layer_token_s": 0.0, "s_per_byte": s_byte,
                         "s_per_flop": s_flop, "s_per_attn_flop": s_flop}}
 
