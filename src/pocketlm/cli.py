@@ -46,11 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as e:
-            if e.name == name:  # stage not built yet in this checkout
+            if e.name == name:  # a stage removed from a trimmed-down checkout
                 continue
             raise
-        if hasattr(module, "register"):  # TODO(lead): drop once every stage registers
-            module.register(sub)
+        module.register(sub)
     return parser
 
 
