@@ -200,16 +200,9 @@ def _is_finetune_recipe(path: Path) -> bool:
 
 def load_recipe(spec: str) -> FinetuneRecipe:
     """A recipe YAML/JSON path or the name of a built-in fine-tuning recipe."""
-    from pocketlm.config import read_structured_file
+    from pocketlm.pretrain import read_recipe_file
 
-    path = Path(spec)
-    if not path.is_file():
-        if (RECIPES_DIR / f"{spec}.yaml").is_file():
-            path = RECIPES_DIR / f"{spec}.yaml"
-        else:
-            raise UserError(f"recipe not found: {spec!r} is neither a file nor a built-in recipe "
-                            f"({', '.join(builtin_recipes())})")
-    data = read_structured_file(path) or {}
+    path, data = read_recipe_file(spec)
     if isinstance(data, dict) and "phases" in data:
         raise UserError(f"{path} is a pre-training recipe; run it with `pocketlm pretrain {spec}`")
     return recipe_from_dict(data, where=str(path))

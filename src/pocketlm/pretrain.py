@@ -277,8 +277,8 @@ def builtin_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
-def load_recipe(spec: str) -> Recipe:
-    """A recipe YAML/JSON path or the name of a built-in recipe."""
+def read_recipe_file(spec: str) -> tuple[Path, Any]:
+    """The path and parsed contents of a recipe YAML/JSON file or a built-in recipe's name."""
     from pocketlm.config import read_structured_file
 
     path = Path(spec)
@@ -288,9 +288,13 @@ def load_recipe(spec: str) -> Recipe:
         else:
             raise UserError(f"recipe not found: {spec!r} is neither a file nor a built-in recipe "
                             f"({', '.join(builtin_recipes())})")
-    data = read_structured_file(path)
-    recipe = recipe_from_dict(data or {}, where=str(path))
-    return recipe
+    return path, read_structured_file(path) or {}
+
+
+def load_recipe(spec: str) -> Recipe:
+    """A recipe YAML/JSON path or the name of a built-in recipe."""
+    path, data = read_recipe_file(spec)
+    return recipe_from_dict(data, where=str(path))
 
 
 # ---------------------------------------------------------------------------- CLI overrides
