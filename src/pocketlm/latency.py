@@ -712,6 +712,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
                        compute_gflops=args.compute or meta.get("compute_gflops"), threads=meta.get("threads"),
                        description=f"fitted to pocketlm bench on {machine.get('cpu', 'this machine')}",
                        sources=[str(Path(r).resolve()) for r in args.results])
+    return _save_and_show_profile(prof, args)
+
+
+def _save_and_show_profile(prof: "DeviceProfile", args: argparse.Namespace) -> int:
+    """Write a fitted/calibrated profile to --out and show its fit (or the profile as --json)."""
     prof.save(args.out)
     if args.json:
         from pocketlm.cli import print_json
@@ -719,7 +724,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         print_json(prof.to_dict())
     else:
         for key, info in prof.fit.items():
-            print(f"{key:<16} {info['kind']:<40} n={info['measurements']:<4} train MAPE {100 * info['train_mape']:.1f}%")
+            print(f"{key:<16} {info['kind']:<40} n={info['measurements']:<4} "
+                  f"train MAPE {100 * info['train_mape']:.1f}%")
         print(f"wrote {args.out}")
     return 0
 
@@ -755,15 +761,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     configs = parse_model_configs(args.model_config, data)
     base = DeviceProfile.load(args.base) if args.base else None
     prof, notes = calibrate(data, configs, args.name or Path(args.out).stem, base=base, quant=args.quant)
-    prof.save(args.out)
     for n in notes:
         print(f"note: {n}")
-    if args.json:
-        from pocketlm.cli import print_json
-
-        print_json(prof.to_dict())
-    else:
-        for key, info in prof.fit.items():
-            print(f"{key:<16} {info['kind']:<40} n={info['measurements']:<4} train MAPE {100 * info['train_mape']:.1f}%")
-        print(f"wrote {args.out}")
-    return 0
+    return _save_and_show_profile(prof, args)
