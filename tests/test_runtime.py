@@ -146,13 +146,20 @@ def test_sampling_controls():
 
 
 def test_peak_rss_tracks_allocations():
-    if not reset_peak_rss():
+    # A fresh process: after a long suite, freed-but-resident memory blurs the watermark.
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\n"
+            "from pocketlm.runtime import peak_rss_mb, reset_peak_rss\n"
+            "if not reset_peak_rss(): print('unsupported'); raise SystemExit\n"
+            "before = peak_rss_mb()\n"
+            "block = np.ones(256 * 1024 * 1024 // 8)\n"
+            "print(peak_rss_mb() - before)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    if out.strip() == "unsupported":
         pytest.skip("this kernel cannot reset the peak-RSS watermark")
-    before = peak_rss_mb()
-    # 256 MB touched: large against the kernel's approximate (per-CPU batched) RSS counters
-    block = np.ones(256 * 1024 * 1024 // 8)
-    assert peak_rss_mb() >= before + 128
-    del block
+    assert float(out) >= 128
 
 
 def test_cli_generate(run_cli, tmp_path):
