@@ -10,7 +10,7 @@ from pocketlm.config import ModelConfig
 from pocketlm.errors import UserError
 from pocketlm.generate import generate, sample_next
 from pocketlm.model import PocketLM
-from pocketlm.runtime import load_runtime, measure, peak_rss_mb, reset_peak_rss
+from pocketlm.runtime import load_runtime, measure
 
 BASE = dict(vocab_size=512, hidden_size=64, num_layers=2, intermediate_size=192, max_position_embeddings=256)
 CONFIGS = {
