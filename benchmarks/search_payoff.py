@@ -4,9 +4,10 @@ its size, timed side by side in one run, plus the two-seed stability check.
 1. Run the default search (0.5B total params, llama.cpp Q4_0, 256-token prompt + 128 decoded tokens,
    objective e2e), or reuse its output dir (`--out`; measurements are cached there, so a search that
    already ran, e.g. by `make demo`, costs nothing).
-2. A/B: load the winner and the fastest published preset within ±10% of the budget (as the search found
-   it, at its published vocabulary) once each, warm both up, then alternate A B B A ... for `--rounds`
-   rounds of the same workload; medians and spread (half the range over rounds, relative) of the
+2. A/B: the winner and the fastest published preset within ±10% of the budget (as the search found it,
+   at its published vocabulary) side by side for `--rounds` rounds: every round loads each afresh (A B,
+   then B A, ...), warms it up and times one workload; medians and spread (half the range over rounds,
+   relative) of the
    end-to-end latency (the objective), and of prefill and decode speed on their own. Target: ≥ 1.25x on
    the objective.
 3. Two seeds (`--seeds 0,1`): a second search with another seed (its own output dir, nothing shared)
@@ -38,29 +39,29 @@ TARGET = 1.25
 
 def ab_compare(cfgs: dict[str, ModelConfig], prompt_len: int, decode_len: int, rounds: int, quant: str,
                threads: int | None, seed: int) -> dict[str, dict]:
-    """Time several configs side by side: load each once, warm up, then alternate (ABBA...) one
-    workload per config per round. Returns per-config medians and spreads of e2e/ttft/prefill/decode."""
+    """Time several configs side by side: every round loads each config afresh (alternating the order,
+    ABBA...), warms it up and times one workload. Reloading matters: where a model's weights land in
+    memory shifts its speed by a few percent for as long as it stays loaded, so one load per config
+    would hide that from the spread. Returns per-config medians and spreads of e2e/ttft/prefill/decode."""
     from pocketlm.runtime import load_runtime, measure
 
     names = list(cfgs)
     samples: dict[str, list[dict]] = {n: [] for n in names}
+    engine = {}
+    for n in names:
+        engine[n], problem = engine_config(cfgs[n], "llamacpp")
+        if engine[n] is None:
+            raise SystemExit(f"llama.cpp cannot run {n}: {problem}")
     with tempfile.TemporaryDirectory(prefix="pocketlm-payoff-") as tmp:
-        rts = {}
-        try:
-            for n in names:
-                mcfg, problem = engine_config(cfgs[n], "llamacpp")
-                if mcfg is None:
-                    raise SystemExit(f"llama.cpp cannot run {n}: {problem}")
-                rts[n] = load_runtime(mcfg, backend="llamacpp", quant=quant, threads=threads,
-                                      n_ctx=prompt_len + decode_len + 16, seed=seed, cache_dir=tmp)
-                measure(rts[n], prompt_len, decode_len, repeats=1, warmup=1, seed=seed)  # warm-up
-            for r in range(rounds):
-                order = names if r % 2 == 0 else names[::-1]
-                for n in order:
-                    samples[n].append(measure(rts[n], prompt_len, decode_len, repeats=1, warmup=0, seed=seed + r))
-        finally:
-            for rt in rts.values():
-                rt.close()
+        for r in range(rounds):
+            for n in (names if r % 2 == 0 else names[::-1]):
+                rt = load_runtime(engine[n], backend="llamacpp", quant=quant, threads=threads,
+                                  n_ctx=prompt_len + decode_len + 16, seed=seed, cache_dir=tmp)
+                try:
+                    measure(rt, prompt_len, decode_len, repeats=1, warmup=1, seed=seed)  # warm-up
+                    samples[n].append(measure(rt, prompt_len, decode_len, repeats=1, warmup=0, seed=seed + r))
+                finally:
+                    rt.close()
     out = {}
     for n, runs in samples.items():
         stats = {}

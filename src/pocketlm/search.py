@@ -803,6 +803,11 @@ def render_report(search: Search, cfg: ModelConfig) -> str:
     lines += ["## Winner", "", f"**{w.name}** — {_shape(w.cfg)}, {'tied' if w.cfg.tie_embeddings else 'untied'} "
               f"embeddings, vocab {w.cfg.vocab_size:,}: {format_count(w.params['total'])} params "
               f"({format_count(w.params['non_embedding'])} non-embedding)", ""]
+    if not w.cfg.tie_embeddings:
+        lines += [f"Untied: {format_count(w.cfg.vocab_size * w.cfg.hidden_size)} of its budget is an input "
+                  "lookup table that costs nothing per token, which is part of its speed. Compare non-embedding "
+                  "counts for capability (below), or search tied shapes only with `tie_embeddings: [true]` in "
+                  "a --space file.", ""]
     if w.measured_as != "native":
         lines += [f"Timed as a {SUBSTITUTE}: llama.cpp has no {w.cfg.activation}-gated llama MLP, so the same "
                   "shape ran with SiLU (identical matmuls and bytes). To run it on llama.cpp, train it with "
@@ -812,10 +817,13 @@ def render_report(search: Search, cfg: ModelConfig) -> str:
         lines += [f"Against the fastest published preset within ±{BASELINE_WINDOW:.0%} of the budget, "
                   f"**{bp.name}**{' (timed as ' + SUBSTITUTE + ')' if bp.measured_as != 'native' else ''}, "
                   f"measured side by side ({s.final_rounds} alternating rounds, medians):", "",
-                  "| | e2e s | TTFT s | prefill tok/s | decode tok/s | peak RSS MB |", "|---|---|---|---|---|---|"]
-        for name, m in ((w.name, wm), (bp.name, pm)):
-            lines.append(f"| {name} | {m['e2e_s']:.3f} | {m['ttft_s']:.3f} | {m['prefill_tok_s']:.0f} | "
-                         f"{m['decode_tok_s']:.1f} | {m.get('peak_rss_mb', float('nan')):.0f} |")
+                  "| | params | non-embedding | e2e s | TTFT s | prefill tok/s | decode tok/s | peak RSS MB |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for unit, m in ((w, wm), (bp, pm)):
+            lines.append(f"| {unit.name} | {format_count(unit.params['total'])} | "
+                         f"{format_count(unit.params['non_embedding'])} | {m['e2e_s']:.3f} | {m['ttft_s']:.3f} | "
+                         f"{m['prefill_tok_s']:.0f} | {m['decode_tok_s']:.1f} | "
+                         f"{m.get('peak_rss_mb', float('nan')):.0f} |")
         sp = sm["speedups"]
         lines += ["", f"**Speedup: {sp[s.objective]:.2f}x on {label}** (e2e {sp['e2e']:.2f}x, decode "
                   f"{sp['decode']:.2f}x, prefill {sp['prefill']:.2f}x, TTFT {sp['ttft']:.2f}x); measurement "
