@@ -72,6 +72,9 @@ def main() -> int:
     rows = [(stage, f"{sec:.1f}", "", "", "") for stage, sec in res["seconds"].items()]
     rows.append(("intent-tiny (pretrain+finetune)", f"{res['total_seconds']:.1f}", f"{100 * res['accuracy']:.1f}",
                  f"{100 * res['soft_accuracy']:.1f}", str(res["n_test"])))
+    fr = res["unconstrained"]
+    rows.append(("  same model, unconstrained decoding", "", f"{100 * fr['accuracy']:.1f}",
+                 f"{100 * fr['soft_accuracy']:.1f}", str(res["n_test"])))
     if baseline:
         rows.append(("baseline: pre-trained, no intent FT", f"{baseline['seconds']:.1f}",
                      f"{100 * baseline['accuracy']:.1f}", f"{100 * baseline['soft_accuracy']:.1f}", str(baseline["n"])))
@@ -82,10 +85,14 @@ def main() -> int:
     print("  ".join("-" * w for w in widths))
     for r in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
-    print(f"\nmatcher: {res['matcher']}; unparsable outputs: {res['unparsable']}/{res['n_test']}; "
+    print(f"\nright functions: {100 * res['function_accuracy']:.1f}% (unconstrained "
+          f"{100 * fr['function_accuracy']:.1f}%); unparsable unconstrained: {fr['unparsable']}/{res['n_test']}")
+    print(f"matcher: {res['matcher']}; unparsable outputs: {res['unparsable']}/{res['n_test']}; "
           f"finetune loss {res['finetune']['first_loss']:.3f} → {res['finetune']['last_loss']:.3f}; "
           f"details in {out / 'result.json'}")
     summary = {"benchmark": "intent_tiny", "accuracy": res["accuracy"], "soft_accuracy": res["soft_accuracy"],
+               "function_accuracy": res["function_accuracy"], "unconstrained": res["unconstrained"],
+               "decoding": "grammar-constrained greedy (pocketlm.intent.grammar)",
                "n_test": res["n_test"], "n_train": res["n_train"], "target_accuracy": 0.8,
                "seconds": res["seconds"], "pipeline_seconds": res["total_seconds"], "wall_seconds": round(total, 1),
                "baseline_pretrained_only": baseline, "matcher": res["matcher"], "quick": args.quick,

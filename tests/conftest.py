@@ -22,3 +22,23 @@ def run_cli(capsys):
         return code, out.out, out.err
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    """A random-weight tiny checkpoint with a tokenizer trained on synthetic intent text."""
+    from pocketlm.checkpoint import save_checkpoint
+    from pocketlm.intent import format_answer, synthesize
+    from pocketlm.model import PocketLM
+    from pocketlm.presets import get_preset
+    from pocketlm.tokenizer import train_tokenizer
+
+    d = tmp_path_factory.mktemp("intent_ckpt")
+    corpus = d / "corpus.txt"
+    corpus.write_text("\n".join(s.query + "\n" + format_answer(s.answers) for s in synthesize(200, seed=0)))
+    tok_dir = train_tokenizer([str(corpus)], 400, d / "tok")
+    from transformers import AutoTokenizer
+
+    vocab = len(AutoTokenizer.from_pretrained(str(tok_dir)))
+    cfg = get_preset("tiny").replace(vocab_size=vocab, max_position_embeddings=4096)
+    return save_checkpoint(PocketLM.from_config(cfg, seed=0), d / "ckpt", tokenizer=tok_dir)

@@ -316,3 +316,21 @@ def test_entity_swap_augmentation_keeps_query_and_answer_consistent():
                 elif isinstance(v, str) and v.lower() in ("email", "phone", "wifi", "image/*"):
                     assert v == oc["arguments"][k]  # documented enum values stay
     assert changed > 20
+
+
+def test_droidcall_finetune_records_prompt_style_and_copy_args(tmp_path):
+    from pocketlm.finetune import recipe_from_dict, write_intent_meta
+    from pocketlm.intent import synthesize
+    from pocketlm.intent.grammar import load_intent_meta
+    from pocketlm.intent.specs import write_droidcall
+
+    data = tmp_path / "train.jsonl"
+    write_droidcall(synthesize(300, seed=0, split="train"), data)
+    recipe = recipe_from_dict({"name": "t", "base": "tiny", "data": str(data), "doc_style": "brief", "candidates": 3})
+    write_intent_meta(recipe, tmp_path)
+    meta = load_intent_meta(tmp_path)
+    assert meta["doc_style"] == "brief" and meta["candidates"] == 3
+    assert ["get_contact_info", "name"] in meta["copy_args"] and ["open_settings", "setting_type"] not in meta["copy_args"]
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n')
+    assert write_intent_meta(recipe_from_dict({"name": "t", "base": "tiny", "data": str(chat)}), tmp_path / "x") is None

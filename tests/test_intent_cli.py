@@ -64,25 +64,6 @@ def test_eval_missing_file_and_misaligned_files_exit_2(data_dir, run_cli, tmp_pa
     assert code == 2 and "--pred" in err
 
 
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    from pocketlm.checkpoint import save_checkpoint
-    from pocketlm.intent import synthesize
-    from pocketlm.model import PocketLM
-    from pocketlm.presets import get_preset
-    from pocketlm.tokenizer import train_tokenizer
-
-    d = tmp_path_factory.mktemp("intent_ckpt")
-    corpus = d / "corpus.txt"
-    corpus.write_text("\n".join(s.query + "\n" + format_answer(s.answers) for s in synthesize(200, seed=0)))
-    tok_dir = train_tokenizer([str(corpus)], 400, d / "tok")
-    from transformers import AutoTokenizer
-
-    vocab = len(AutoTokenizer.from_pretrained(str(tok_dir)))
-    cfg = get_preset("tiny").replace(vocab_size=vocab, max_position_embeddings=4096)
-    return save_checkpoint(PocketLM.from_config(cfg, seed=0), d / "ckpt", tokenizer=tok_dir)
-
-
 @pytest.mark.slow  # builds a tiny checkpoint (tokenizer training + transformers import)
 def test_intent_run_on_a_checkpoint(tiny_ckpt, run_cli):
     code, out, err = run_cli("intent", tiny_ckpt, "wake me up at 7:30 tomorrow", "--json", "--doc-style", "brief",
@@ -123,7 +104,7 @@ def test_intent_run_prints_calls_and_adb(tiny_ckpt, run_cli, monkeypatch):
 
     seen = {}
 
-    def fake_complete(self, messages, max_new_tokens=128):
+    def fake_complete(self, messages, max_new_tokens=128, grammar=None):
         seen["prompt"] = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return "result0 = ACTION_SET_ALARM(EXTRA_HOUR=7, EXTRA_MINUTES=30)"
 

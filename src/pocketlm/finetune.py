@@ -365,6 +365,30 @@ def load_chat_data(spec: str, *, split: str = "train", config: str | None = None
     return convs, skipped
 
 
+def write_intent_meta(recipe: FinetuneRecipe, ckpt_dir: str | os.PathLike) -> Path | None:
+    """For DroidCall training data (the synthesizer or local JSONL): save how the model was prompted and
+    which arguments the data copies verbatim from the request (`pocketlm.intent.grammar`), so
+    `pocketlm intent` prompts and decodes the checkpoint the way it was trained. None for other data."""
+    from pocketlm.intent.grammar import learn_copy_args, save_intent_meta
+    from pocketlm.intent.specs import Sample, check_answers, normalize_answers
+
+    if recipe.data == SYNTH_SOURCE:
+        from pocketlm.intent import synthesize
+
+        samples = synthesize(recipe.synth_samples, seed=recipe.seed, split="train",
+                             multi_fraction=recipe.synth_multi_fraction)
+    elif _looks_local(recipe.data) and not recipe.data.startswith("hf:"):
+        records = [r for r in _read_jsonl_records(recipe.data, Counter()) if _is_droidcall(r)]
+        samples = [Sample(r["query"], normalize_answers(r["answers"])) for r in records
+                   if isinstance(r.get("query"), str) and not check_answers(r.get("answers"))]
+    else:
+        return None
+    if not samples:
+        return None
+    return save_intent_meta(ckpt_dir, doc_style=recipe.doc_style, candidates=recipe.candidates,
+                            copy_args=learn_copy_args(samples))
+
+
 def _load_hf_dataset(name: str, split: str, config: str | None) -> list[Any]:
     """A Hugging Face dataset (hub name or local dataset dir) as a list of dict records."""
     try:
@@ -892,6 +916,8 @@ def run_finetune(recipe: FinetuneRecipe, out_dir: str | os.PathLike, print_fn=No
                 summary["final"] = str(_save_final(final_model, out / "final", tok_src,
                                                    parse_dtype(recipe.save_dtype)))
         if dist_info.is_main:
+            if summary.get("final"):
+                write_intent_meta(recipe, summary["final"])
             png = plot_loss_curve(out / "metrics.jsonl", out / "loss.png", title=f"finetune {recipe.name}")
             summary["plot"] = str(png) if png else None
             tmp = out / ".summary.json.tmp"

@@ -7,7 +7,7 @@ is shared with the llama.cpp backend so both sample identically.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -45,9 +45,10 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int = 0, 
 @torch.inference_mode()
 def stream(model, prompt_ids: Sequence[int], max_new_tokens: int = 64, temperature: float = 0.0,
            top_k: int = 0, top_p: float = 1.0, stop_ids: Iterable[int] = (), seed: int = 0,
-           cache=None) -> Iterator[int]:
+           cache=None, choose: Callable[[torch.Tensor], int | None] | None = None) -> Iterator[int]:
     """Yield up to max_new_tokens new tokens; stops after yielding nothing more once a stop id is
-    sampled (the stop token itself is not yielded). `cache`: a KVCache to reuse (reset here)."""
+    sampled (the stop token itself is not yielded). `cache`: a KVCache to reuse (reset here).
+    `choose(logits) -> token or None (stop)` replaces sampling, for constrained decoding."""
     from pocketlm.model import KVCache
 
     check_sampling(temperature, top_k, top_p)
@@ -72,8 +73,8 @@ def stream(model, prompt_ids: Sequence[int], max_new_tokens: int = 64, temperatu
     gen.manual_seed(seed)
     logits = model(torch.tensor([prompt], device=param.device), cache=cache, last_only=True)[0, -1]
     for i in range(max_new_tokens):
-        tok = sample_next(logits, temperature, top_k, top_p, gen)
-        if tok in stops:
+        tok = choose(logits) if choose is not None else sample_next(logits, temperature, top_k, top_p, gen)
+        if tok is None or tok in stops:
             return
         yield tok
         if i + 1 < max_new_tokens:
@@ -81,6 +82,8 @@ def stream(model, prompt_ids: Sequence[int], max_new_tokens: int = 64, temperatu
 
 
 def generate(model, prompt_ids: Sequence[int], max_new_tokens: int = 64, temperature: float = 0.0,
-             top_k: int = 0, top_p: float = 1.0, stop_ids: Iterable[int] = (), seed: int = 0) -> list[int]:
+             top_k: int = 0, top_p: float = 1.0, stop_ids: Iterable[int] = (), seed: int = 0,
+             choose: Callable[[torch.Tensor], int | None] | None = None) -> list[int]:
     """New token ids (without the prompt and without the stop token)."""
-    return list(stream(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, stop_ids, seed))
+    return list(stream(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, stop_ids, seed,
+                       choose=choose))

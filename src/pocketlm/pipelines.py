@@ -31,6 +31,7 @@ class IntentTinyConfig:
     n_test: int = 200  # held-out requests (DroidCall's test split has 200 too)
     multi_fraction: float = 0.3  # share of two-call (nested or parallel) requests
     augment_fraction: float = 0.5  # training requests whose free-text values are swapped (see augment_values)
+    rephrase_fraction: float = 0.0  # training requests wrapped in openers/closers (see augment_phrasing)
     seed: int = 0
     vocab_size: int = 2048
     corpus_mb: float = 1.0  # built-in corpus size for the tokenizer and pre-training
@@ -122,35 +123,64 @@ def augment_values(samples: list, specs: dict, words: list[str], fraction: float
     return out
 
 
-def predict_intents(ckpt: str | os.PathLike, samples: list, specs: dict, *, doc_style: str = "full",
-                    k: int = 4, seed: int = 0, max_new_tokens: int = 96) -> tuple[list[dict], dict]:
-    """Greedy predictions (DroidCall records + raw output) with the gold + random distractor
-    candidates of DroidCall's evaluation; prompts rendered with the checkpoint's chat template."""
+# Words people wrap requests in. Training only: the test split keeps its own phrasings untouched.
+_OPENERS = ["Hey, ", "Please ", "Could you ", "Quick one: ", "Hi! ", "Okay, ", "I'd like you to ", "Can you please ",
+            "Assistant, ", "Hello, ", "So, ", "Right, ", "Phone, ", "One thing: ", "If you can, ", "Um, "]
+_CLOSERS = [" please", ", thanks", " right now", " asap", ", thank you", " now", " if you can", " quickly", "!",
+            " when you get a chance", " for me", ", cheers", " real quick", ", ok?", " thanks a lot", " please and thank you"]
+
+
+def augment_phrasing(samples: list, fraction: float, seed: int) -> list:
+    """Wrap a `fraction` of the training requests in openers/closers ("Hey, ...", "... thanks"), so a tiny
+    model learns to find the function and the values by their cues rather than by where they sit in the
+    sentence. Answers are unchanged (the wrapped values stay verbatim)."""
+    import copy
     import random
 
-    import torch
+    rng = random.Random(f"phrasing-{seed}")
+    out = []
+    for s in samples:
+        if rng.random() >= fraction:
+            out.append(s)
+            continue
+        s = copy.copy(s)
+        q = s.query
+        if rng.random() < 0.7:
+            opener = rng.choice(_OPENERS)
+            lower_first = opener[-2] not in ":!" and len(q) > 1 and q[1].islower()
+            q = opener + (q[0].lower() + q[1:] if lower_first else q)
+        if rng.random() < 0.5:
+            q = q.rstrip(".?!") + rng.choice(_CLOSERS)
+        s.query = q
+        out.append(s)
+    return out
 
-    from pocketlm.checkpoint import load_checkpoint
-    from pocketlm.finetune import encode_prompt, stop_token_ids
-    from pocketlm.generate import generate
-    from pocketlm.intent import build_prompt, choose_candidates, parse_calls
-    from pocketlm.tokenizer import load_tokenizer
 
-    model = load_checkpoint(ckpt).eval()
-    tok = load_tokenizer(ckpt)
-    stops = stop_token_ids(tok)
-    rng = random.Random(seed)
-    preds, n_tokens, t0 = [], 0, time.perf_counter()
-    with torch.inference_mode():
-        for s in samples:
-            msgs = build_prompt(s.query, choose_candidates(s, specs, k=k, rng=rng), doc_style)
-            out = generate(model, encode_prompt(tok, msgs), max_new_tokens=max_new_tokens, stop_ids=stops)
-            n_tokens += len(out)
-            text = tok.decode(out, skip_special_tokens=True)
-            calls, err = parse_calls(text, specs)
-            preds.append({"query": s.query, "answers": calls, "output": text, "error": err})
+def predict_intents(ckpt: str | os.PathLike, samples: list, specs: dict, *, doc_style: str = "full",
+                    k: int = 4, seed: int = 0, max_new_tokens: int = 96,
+                    constrain: bool = True) -> tuple[list[dict], dict]:
+    """Greedy predictions (DroidCall records + raw output) with the gold + random distractor
+    candidates of DroidCall's evaluation, through `pocketlm.intent.infer` (constrained to valid
+    calls unless `constrain` is False); returns (predictions, generation stats)."""
+    from pocketlm.intent.infer import TorchRunner, predict
+
+    runner = TorchRunner(str(ckpt))
+    t0 = time.perf_counter()
+    preds = predict(runner, samples, specs, seed=seed, k=k, max_new_tokens=max_new_tokens,
+                    doc_style=doc_style, progress=False, constrain=constrain)
     dt = time.perf_counter() - t0
-    return preds, {"seconds": dt, "generated_tokens": n_tokens, "tokens_per_s": n_tokens / dt if dt else None}
+    return preds, {"seconds": dt, "generated_tokens": runner.tokens_generated,
+                   "tokens_per_s": runner.tokens_generated / runner.seconds if runner.seconds else None}
+
+
+def function_accuracy(gold: list, preds: list[dict]) -> float:
+    """Share of requests whose predicted function names equal the gold ones (as multisets): how often
+    the model picks the right functions, whatever their arguments."""
+    from collections import Counter
+
+    hits = sum(Counter(c["name"] for c in g.answers) == Counter(c.get("name") for c in p.get("answers") or [])
+               for g, p in zip(gold, preds))
+    return hits / len(gold) if gold else 0.0
 
 
 def intent_tiny(out_dir: str | os.PathLike, cfg: IntentTinyConfig | None = None,
@@ -180,6 +210,8 @@ def intent_tiny(out_dir: str | os.PathLike, cfg: IntentTinyConfig | None = None,
     corpus = write_corpus(out / "corpus" / "builtin", size_mb=cfg.corpus_mb, seed=cfg.seed)
     if cfg.augment_fraction:
         train = augment_values(train, specs, _corpus_words([corpus["web"]]), cfg.augment_fraction, cfg.seed)
+    if cfg.rephrase_fraction:
+        train = augment_phrasing(train, cfg.rephrase_fraction, cfg.seed)
     write_droidcall(train, out / "data" / "train.jsonl")
     write_droidcall(test, out / "data" / "test.jsonl")
     convs, _ = load_chat_data(str(out / "data" / "train.jsonl"), seed=ft["seed"], candidates=ft["candidates"],
@@ -217,7 +249,7 @@ def intent_tiny(out_dir: str | os.PathLike, cfg: IntentTinyConfig | None = None,
     # 4. intent fine-tune (assistant-only loss) from the pre-trained checkpoint
     t0 = time.perf_counter()
     ft.update(base=str(out / "pretrain" / "final"), data=str(out / "data" / "train.jsonl"))
-    ft_summary = run_finetune(recipe_from_dict(ft), out / "finetune", print_fn=say)
+    ft_summary = run_finetune(recipe_from_dict(ft), out / "finetune", print_fn=say)  # + intent.json
     times["finetune"] = time.perf_counter() - t0
 
     # 5. greedy generation on the held-out split, parse, DroidCall metrics
@@ -225,10 +257,20 @@ def intent_tiny(out_dir: str | os.PathLike, cfg: IntentTinyConfig | None = None,
     preds, gen = predict_intents(out / "finetune" / "final", test, specs, doc_style=ft["doc_style"],
                                  k=ft["candidates"], seed=cfg.seed, max_new_tokens=cfg.max_new_tokens)
     write_jsonl(preds, out / "predictions.jsonl")
-    res = evaluate(test, preds, specs, matcher=get_matcher("auto", quiet=True))
+    matcher = get_matcher("auto", quiet=True)
+    res = evaluate(test, preds, specs, matcher=matcher)
+    # the same model decoded without the grammar: what the constraint adds
+    free_preds, _ = predict_intents(out / "finetune" / "final", test, specs, doc_style=ft["doc_style"],
+                                    k=ft["candidates"], seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
+                                    constrain=False)
+    free = evaluate(test, free_preds, specs, matcher=matcher)
     times["eval"] = time.perf_counter() - t0
     result = {
         "accuracy": res["accuracy"], "soft_accuracy": res["soft_accuracy"], "n_test": res["n"],
+        "function_accuracy": function_accuracy(test, preds),
+        "unconstrained": {"accuracy": free["accuracy"], "soft_accuracy": free["soft_accuracy"],
+                          "function_accuracy": function_accuracy(test, free_preds),
+                          "unparsable": len(free["bad_predictions"])},
         "n_train": len(train), "matcher": res["matcher"], "unparsable": len(res["bad_predictions"]),
         "seconds": {k: round(v, 1) for k, v in times.items()}, "total_seconds": round(sum(times.values()), 1),
         "pretrain": {k: pre_summary.get(k) for k in ("steps", "first_loss", "last_loss", "tokens_seen")},
@@ -243,4 +285,4 @@ def intent_tiny(out_dir: str | os.PathLike, cfg: IntentTinyConfig | None = None,
     return result
 
 
-__all__ = ["IntentTinyConfig", "intent_tiny", "predict_intents"]
+__all__ = ["IntentTinyConfig", "function_accuracy", "intent_tiny", "predict_intents"]

@@ -188,9 +188,21 @@ def _add_model_args(p) -> None:
                    help="auto: .gguf → llama.cpp, checkpoint dir → PyTorch")
     p.add_argument("--tokenizer", default=None, help="tokenizer dir for a GGUF model (default: our ChatML template)")
     p.add_argument("--max-new-tokens", type=int, default=160)
-    p.add_argument("--candidates", type=int, default=4, help="functions listed in the prompt (default 4)")
-    p.add_argument("--doc-style", default="full", choices=["full", "brief"],
-                   help="function doc layout; must match the one used in fine-tuning")
+    p.add_argument("--candidates", type=int, default=None,
+                   help="functions listed in the prompt (default: the fine-tune's, from intent.json, else 4)")
+    p.add_argument("--doc-style", default=None, choices=["full", "brief"],
+                   help="function doc layout; must match fine-tuning (default: the checkpoint's intent.json, else full)")
+    p.add_argument("--unconstrained", action="store_true",
+                   help="plain greedy decoding (default: only valid calls of the candidate functions, "
+                        "copied values spans of the request)")
+
+
+def _prompt_settings(args, runner) -> None:
+    """Fill --candidates/--doc-style from the checkpoint's intent.json when not given."""
+    if args.candidates is None:
+        args.candidates = int(runner.meta.get("candidates", 4))
+    if args.doc_style is None:
+        args.doc_style = runner.meta.get("doc_style", "full")
 
 
 def _run_parser():
@@ -224,7 +236,9 @@ def _cmd_run(args) -> int:
             raise UserError(f"unknown function(s) {', '.join(unknown)}; known: {', '.join(sorted(specs))}")
         candidates = [specs[n] for n in names]
     runner = load_runner(args.model, args.backend, args.tokenizer)
-    r = run_query(runner, text, specs, candidates, args.candidates, args.max_new_tokens, args.doc_style)
+    _prompt_settings(args, runner)
+    r = run_query(runner, text, specs, candidates, args.candidates, args.max_new_tokens, args.doc_style,
+                  not args.unconstrained)
     r["adb"] = [to_adb(c, specs.get(c["name"])) for c in r["calls"]]
     r["backend"] = runner.backend
     r["tokens_per_s"] = round(runner.tokens_generated / runner.seconds, 1) if runner.seconds else None
@@ -267,8 +281,10 @@ def _cmd_predict(args) -> int:
     specs = load_specs()
     samples = load_droidcall(args.data)[: args.limit]
     runner = load_runner(args.model, args.backend, args.tokenizer)
+    _prompt_settings(args, runner)
     preds = predict(runner, samples, specs, args.seed, args.candidates,
-                    "retrieve" if args.retrieve else "gold", args.max_new_tokens, args.doc_style)
+                    "retrieve" if args.retrieve else "gold", args.max_new_tokens, args.doc_style,
+                    constrain=not args.unconstrained)
     write_jsonl(preds, args.out)
     bad = sum(p["error"] is not None for p in preds)
     speed = f", {runner.tokens_generated / runner.seconds:.1f} tok/s" if runner.seconds else ""

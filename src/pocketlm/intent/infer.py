@@ -10,17 +10,28 @@ import time
 from typing import Any
 
 from pocketlm.errors import UserError
+from pocketlm.intent.grammar import CallGrammar, GrammarChooser, load_intent_meta
 from pocketlm.intent.prompt import build_prompt, choose_candidates, parse_calls, retrieve
 from pocketlm.intent.specs import FunctionSpec, Sample
 
 
 class Runner:
-    """``complete(messages) -> text``: greedy continuation of the chat up to the end-of-turn token."""
+    """``complete(messages) -> text``: greedy continuation of the chat up to the end-of-turn token,
+    constrained by a `CallGrammar` when one is given. ``meta``: the fine-tune's intent.json (prompt
+    style, copy arguments), {} if unknown."""
 
     backend = "?"
+    meta: dict = {}
 
-    def complete(self, messages: list[dict], max_new_tokens: int = 128) -> str:
+    def complete(self, messages: list[dict], max_new_tokens: int = 128, grammar: CallGrammar | None = None) -> str:
         raise NotImplementedError
+
+    def _chooser(self, grammar: CallGrammar | None, stop_ids) -> GrammarChooser | None:
+        if grammar is None:
+            return None
+        if not hasattr(self, "_pieces"):
+            self._pieces = [self._token_text(i) for i in range(self._vocab_size())]
+        return GrammarChooser(grammar, self._pieces.__getitem__, stop_ids)
 
 
 class TorchRunner(Runner):
@@ -37,6 +48,7 @@ class TorchRunner(Runner):
         if not getattr(self.tok, "chat_template", None):
             raise UserError(f"the tokenizer in {ckpt_dir} has no chat_template")
         self.model = load_model(ckpt_dir).eval()
+        self.meta = load_intent_meta(ckpt_dir)
         self.stop_ids = {i for i in (self.tok.convert_tokens_to_ids("<|im_end|>"), self.tok.eos_token_id)
                          if isinstance(i, int) and i >= 0 and i != self.tok.unk_token_id}
         self.max_context = self.model.config.max_position_embeddings
@@ -47,7 +59,13 @@ class TorchRunner(Runner):
         text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return self.tok(text, add_special_tokens=False)["input_ids"]
 
-    def complete(self, messages: list[dict], max_new_tokens: int = 128) -> str:
+    def _vocab_size(self) -> int:
+        return self.model.config.vocab_size
+
+    def _token_text(self, tok: int) -> str:
+        return self.tok.decode([tok]) if tok < len(self.tok) else ""
+
+    def complete(self, messages: list[dict], max_new_tokens: int = 128, grammar: CallGrammar | None = None) -> str:
         from pocketlm.generate import generate
 
         ids = self.prompt_ids(messages)
@@ -55,7 +73,8 @@ class TorchRunner(Runner):
             raise UserError(f"prompt is {len(ids)} tokens but the model's context is {self.max_context}")
         max_new_tokens = min(max_new_tokens, self.max_context - len(ids))
         t0 = time.perf_counter()
-        out = generate(self.model, ids, max_new_tokens=max_new_tokens, stop_ids=self.stop_ids)
+        out = generate(self.model, ids, max_new_tokens=max_new_tokens, stop_ids=self.stop_ids,
+                       choose=self._chooser(grammar, self.stop_ids))
         self.seconds += time.perf_counter() - t0
         self.tokens_generated += len(out)
         return self.tok.decode(out, skip_special_tokens=True)
@@ -78,10 +97,38 @@ class LlamaCppRunner(Runner):
             from pocketlm.checkpoint import load_tokenizer
 
             self.tok = load_tokenizer(tokenizer_dir)
+            self.meta = load_intent_meta(tokenizer_dir)
         self.tokens_generated = 0
         self.seconds = 0.0
 
-    def complete(self, messages: list[dict], max_new_tokens: int = 128) -> str:
+    def _vocab_size(self) -> int:
+        return self.llm.n_vocab()
+
+    def _token_text(self, tok: int) -> str:
+        return self.llm.detokenize([tok]).decode("utf-8", errors="replace")
+
+    def _processor(self, grammar: CallGrammar | None, n_prompt: int):
+        """A llama-cpp-python logits processor that keeps only the grammar's choice."""
+        import numpy as np
+        import torch
+
+        stops = [t for t in (self.llm.token_eos(), *self.llm.tokenize(b"<|im_end|>", add_bos=False, special=True))
+                 if t >= 0][:2]
+        chooser = self._chooser(grammar, stops)
+        if chooser is None:
+            return None
+
+        def process(input_ids, scores):
+            chooser.text = "".join(self._pieces[t] for t in input_ids[n_prompt:])
+            tok = chooser(torch.from_numpy(np.asarray(scores, dtype=np.float32)))
+            keep = np.full_like(scores, -np.inf)
+            keep[stops[0] if tok is None else tok] = 0.0
+            return keep
+        return [process]
+
+    def complete(self, messages: list[dict], max_new_tokens: int = 128, grammar: CallGrammar | None = None) -> str:
+        from llama_cpp import LogitsProcessorList
+
         if self.tok is not None:
             text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         else:  # our ChatML template, rendered the same way as transformers does
@@ -93,8 +140,10 @@ class LlamaCppRunner(Runner):
             raise UserError(f"prompt is {n_prompt} tokens but the model's context is {self.llm.n_ctx()}")
         max_new_tokens = min(max_new_tokens, self.llm.n_ctx() - n_prompt)
         t0 = time.perf_counter()
+        processors = self._processor(grammar, n_prompt)
         res = self.llm.create_completion(text, max_tokens=max_new_tokens, temperature=0.0, top_k=1,
-                                         stop=["<|im_end|>", "<|endoftext|>"])
+                                         stop=["<|im_end|>", "<|endoftext|>"],
+                                         logits_processor=LogitsProcessorList(processors) if processors else None)
         self.seconds += time.perf_counter() - t0
         self.tokens_generated += res.get("usage", {}).get("completion_tokens", 0)
         return res["choices"][0]["text"]
@@ -113,10 +162,12 @@ def load_runner(model: str, backend: str = "auto", tokenizer_dir: str | None = N
 
 def run_query(runner: Runner, query: str, specs: dict[str, FunctionSpec],
               candidates: list[FunctionSpec] | None = None, k: int = 4,
-              max_new_tokens: int = 128, doc_style: str = "full") -> dict:
-    """One request end to end: retrieve candidates, prompt, generate, parse."""
+              max_new_tokens: int = 128, doc_style: str = "full", constrain: bool = True) -> dict:
+    """One request end to end: retrieve candidates, prompt, generate (constrained to valid calls of
+    the candidates unless `constrain` is False), parse."""
     candidates = candidates or retrieve(query, specs, k=k)
-    output = runner.complete(build_prompt(query, candidates, doc_style=doc_style), max_new_tokens)
+    grammar = CallGrammar(candidates, query, runner.meta.get("copy_args", ())) if constrain else None
+    output = runner.complete(build_prompt(query, candidates, doc_style=doc_style), max_new_tokens, grammar)
     calls, err = parse_calls(output, specs)
     return {"query": query, "candidates": [c.name for c in candidates], "output": output,
             "calls": calls, "error": err}
@@ -124,7 +175,7 @@ def run_query(runner: Runner, query: str, specs: dict[str, FunctionSpec],
 
 def predict(runner: Runner, samples: list[Sample], specs: dict[str, FunctionSpec], seed: int = 0,
             k: int = 4, candidates: str = "gold", max_new_tokens: int = 128, doc_style: str = "full",
-            progress: bool = True) -> list[dict]:
+            progress: bool = True, constrain: bool = True) -> list[dict]:
     """Prediction records (DroidCall format + raw output) for gold samples, in order.
     ``candidates="gold"``: gold functions + random distractors, as DroidCall's evaluation does;
     ``"retrieve"``: the lexical retriever (what ``pocketlm intent MODEL TEXT`` uses)."""
@@ -141,6 +192,6 @@ def predict(runner: Runner, samples: list[Sample], specs: dict[str, FunctionSpec
             continue
         cands = (choose_candidates(s, specs, k=k, rng=rng) if candidates == "gold"
                  else retrieve(s.query, specs, k=k))
-        r = run_query(runner, s.query, specs, cands, k, max_new_tokens, doc_style)
+        r = run_query(runner, s.query, specs, cands, k, max_new_tokens, doc_style, constrain)
         out.append({"query": s.query, "answers": r["calls"], "output": r["output"], "error": r["error"]})
     return out

@@ -1,0 +1,301 @@
+"""Schema-constrained decoding of function calls (what llama.cpp grammars and `outlines` do for JSON).
+
+A small model with the right idea still writes a function that is not among the prompt's candidates, an
+argument its function lacks, a malformed literal, or drifts while copying a name from the request.
+`CallGrammar.check(text)` says whether `text` is a valid prefix of an answer
+
+    result0 = FN(ARG=VALUE, ...)
+    result1 = FN(ARG=result0, ...)
+
+where FN is one of the candidate functions, each ARG an argument of FN (at most once), VALUE a Python
+literal of the argument's type or an earlier ``resultK``, and -- for the "copy" arguments -- every
+string a span of the request's words, as written. `constrained_generate` decodes greedily through it: of the tokens in
+logit order it takes the first that keeps the text valid, so it costs a check or two per token.
+
+Which arguments are copied verbatim from the request is a property of the data, not of the function
+docs ("wifi" for "Wi-Fi", ISO dates for "March 3 at 5 pm" are not copies): `learn_copy_args` finds
+them in the training set and fine-tuning stores them with the checkpoint (`intent.json`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from pocketlm.intent.specs import FunctionSpec, Sample
+
+INVALID, PREFIX, COMPLETE = 0, 1, 2
+INTENT_META = "intent.json"  # saved next to a fine-tuned checkpoint: prompt style + copy arguments
+
+
+class _End(Exception):
+    """The text ended inside a production: valid so far."""
+
+
+class _Bad(Exception):
+    """The text can no longer become a valid answer."""
+
+
+_IDENT = re.compile(r"[A-Za-z0-9_]*")
+
+
+class CallGrammar:
+    def __init__(self, candidates: Iterable[FunctionSpec], query: str = "",
+                 copy_args: Iterable[Sequence[str]] = (), max_calls: int = 4):
+        self.functions = {s.name: s for s in candidates}
+        self.query = query
+        self.copy_args = {tuple(x) for x in copy_args}
+        self.max_calls = max_calls
+
+    # ------------------------------------------------------------------ public
+    def check(self, text: str) -> int:
+        """INVALID, PREFIX (can still become valid) or COMPLETE (a whole answer: stopping is allowed)."""
+        self._t, self._i = text, 0
+        try:
+            line = 0
+            while True:
+                self._call(line)
+                line += 1
+                if self._i == len(self._t):
+                    return COMPLETE
+                self._lit("\n")
+                if line >= self.max_calls:
+                    raise _Bad
+        except _End:
+            return PREFIX
+        except _Bad:
+            return INVALID
+
+    # ------------------------------------------------------------------ productions
+    def _lit(self, s: str) -> None:
+        for ch in s:
+            if self._i >= len(self._t):
+                raise _End
+            if self._t[self._i] != ch:
+                raise _Bad
+            self._i += 1
+
+    def _ident(self, allowed: Iterable[str]) -> str:
+        """An identifier from `allowed`; at the end of the text, any prefix of one."""
+        word = _IDENT.match(self._t, self._i).group(0)
+        self._i += len(word)
+        if self._i >= len(self._t):
+            if any(a.startswith(word) for a in allowed):
+                raise _End
+            raise _Bad
+        if word not in allowed:
+            raise _Bad
+        return word
+
+    def _call(self, line: int) -> None:
+        self._lit(f"result{line} = ")
+        name = self._ident(self.functions)
+        spec = self.functions[name]
+        self._lit("(")
+        used: set[str] = set()
+        while True:
+            if self._i >= len(self._t):
+                raise _End
+            if self._t[self._i] == ")":
+                self._i += 1
+                return
+            if used:
+                self._lit(", ")
+            arg = self._ident([a for a in spec.arguments if a not in used])
+            used.add(arg)
+            self._lit("=")
+            self._value(spec.arguments[arg].type, line, (name, arg) in self.copy_args)
+
+    def _value(self, type_: str, line: int, copy: bool) -> None:
+        if self._i >= len(self._t):
+            raise _End
+        ch = self._t[self._i]
+        kind, inner, optional = _kind(type_)
+        if ch == "r":  # an earlier call's result stands for a value of any type
+            self._lit("result")
+            digits = re.match(r"\d*", self._t[self._i:]).group(0)
+            self._i += len(digits)
+            if self._i >= len(self._t):
+                raise _End
+            if not digits or int(digits) >= line:
+                raise _Bad
+            return
+        if ch == "N" and (optional or kind == "any"):
+            self._ident(["None"])
+            return
+        if ch == '"' and kind in ("str", "any"):
+            return self._string(copy)
+        if ch == "[" and kind in ("list", "any"):
+            return self._sequence("[", "]", lambda: self._value(inner, line, copy))
+        if ch == "{" and kind in ("dict", "any"):
+            def item():
+                self._string(False)
+                self._lit(": ")
+                self._value("any", line, copy)
+            return self._sequence("{", "}", item)
+        if ch in "TF" and kind in ("bool", "any"):
+            self._ident(["True", "False"])
+            return
+        if (ch.isdigit() or ch == "-") and kind in ("int", "float", "any"):
+            m = re.match(r"-?\d*(\.\d*)?", self._t[self._i:]).group(0)
+            self._i += len(m)
+            if "." in m and kind == "int":
+                raise _Bad
+            if self._i >= len(self._t):
+                raise _End
+            if not re.fullmatch(r"-?\d+(\.\d+)?", m):
+                raise _Bad
+            return
+        raise _Bad
+
+    def _sequence(self, open_: str, close: str, item) -> None:
+        self._lit(open_)
+        first = True
+        while True:
+            if self._i >= len(self._t):
+                raise _End
+            if self._t[self._i] == close and not first:
+                self._i += 1
+                return
+            if not first:
+                self._lit(", ")
+            item()
+            first = False
+
+    def _string(self, copy: bool) -> None:
+        self._lit('"')
+        start = self._i
+        while True:
+            if self._i >= len(self._t):
+                if copy and not is_span(self.query, self._t[start:self._i], whole=False):
+                    raise _Bad
+                raise _End
+            ch = self._t[self._i]
+            if ch == "\\":
+                self._i += 2
+                if self._i > len(self._t):
+                    raise _End
+                continue
+            if ch == "\n":
+                raise _Bad
+            if ch == '"':
+                content = self._t[start:self._i]
+                if copy and not (content and is_span(self.query, content, whole=True)):
+                    raise _Bad
+                self._i += 1
+                return
+            self._i += 1
+
+
+_TRAILING = ",.;:!?"
+
+
+def is_span(query: str, content: str, whole: bool = True) -> bool:
+    """`content` occurs in the request starting at a word start (and, if `whole`, ending at a word end,
+    not on punctuation): what a copied value may be. Case-sensitive: values are copied as written."""
+    if whole and content and content[-1] in _TRAILING:
+        return False
+    i = query.find(content)
+    while i >= 0:
+        end = i + len(content)
+        if (i == 0 or not query[i - 1].isalnum()) and \
+                (not whole or end == len(query) or not query[end].isalnum()):
+            return True
+        i = query.find(content, i + 1)
+    return False
+
+
+def _kind(type_: str) -> tuple[str, str, bool]:
+    """("str"|"int"|"float"|"bool"|"list"|"dict"|"any", element type of a list, Optional?)."""
+    t = type_.strip().lower().replace(" ", "")
+    optional = t.startswith("optional[")
+    if optional:
+        t = t[len("optional["):-1]
+    for kind in ("list", "dict", "str", "int", "float", "bool"):
+        if t.startswith(kind):
+            return kind, (t[len("list["):-1] if t.startswith("list[") else "any"), optional
+    return "any", "any", optional
+
+
+# ----------------------------------------------------------------------------- decoding
+
+class GrammarChooser:
+    """Greedy token choice for `pocketlm.generate.stream(choose=...)` that keeps the output valid.
+
+    In logit order it takes the first token whose text keeps the answer a valid prefix (usually the first
+    or second one; a model that has lost its way may need many checks); a stop token only once the answer
+    is complete. None (stop) when no token of the first `max_tries` (default: all) fits."""
+
+    def __init__(self, grammar: CallGrammar, token_text, stop_ids: Iterable[int], max_tries: int | None = None):
+        self.grammar, self.token_text, self.stops, self.max_tries = grammar, token_text, set(stop_ids), max_tries
+        self.text = ""
+
+    def __call__(self, logits) -> int | None:
+        import torch
+
+        complete = None
+        order = torch.argsort(logits, descending=True)
+        for tok in order[: self.max_tries].tolist():
+            if tok in self.stops:
+                if complete is None:
+                    complete = self.grammar.check(self.text) == COMPLETE
+                if complete:
+                    return tok
+                continue
+            piece = self.token_text(tok)
+            if piece and self.grammar.check(self.text + piece) != INVALID:
+                self.text += piece
+                return tok
+        return None
+
+
+# ----------------------------------------------------------------------------- copy arguments
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [] if value.startswith("#") else [value]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    return []
+
+
+def learn_copy_args(samples: Iterable[Sample], min_count: int = 5, min_share: float = 0.98) -> list[list[str]]:
+    """(function, argument) pairs whose string values are word spans of the request in at least `min_share`
+    of at least `min_count` training calls: the arguments the decoder may restrict to copies."""
+    seen: dict[tuple[str, str], list[int]] = {}
+    for s in samples:
+        q = s.query
+        for call in s.answers:
+            for arg, value in (call.get("arguments") or {}).items():
+                strings = _strings(value)
+                if strings:
+                    hits = seen.setdefault((call["name"], arg), [0, 0])
+                    hits[0] += all(x and is_span(q, x) for x in strings)
+                    hits[1] += 1
+    return sorted([list(k) for k, (hit, n) in seen.items() if n >= min_count and hit / n >= min_share])
+
+
+def save_intent_meta(ckpt_dir: str | Path, *, doc_style: str, candidates: int, copy_args: list) -> Path:
+    path = Path(ckpt_dir) / INTENT_META
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"doc_style": doc_style, "candidates": candidates, "copy_args": copy_args},
+                              indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load_intent_meta(ckpt_dir: str | Path) -> dict:
+    """The checkpoint's intent.json ({} when it has none or it is unreadable)."""
+    try:
+        meta = json.loads((Path(ckpt_dir) / INTENT_META).read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+__all__ = ["CallGrammar", "GrammarChooser", "learn_copy_args", "save_intent_meta", "load_intent_meta",
+           "INVALID", "PREFIX", "COMPLETE", "INTENT_META"]

@@ -1,0 +1,130 @@
+"""Schema-constrained decoding: the call grammar, copy arguments learned from data, and decoding through it."""
+
+import pytest
+
+from pocketlm.intent import load_specs, parse_calls, synthesize
+from pocketlm.intent.grammar import (COMPLETE, INVALID, PREFIX, CallGrammar, GrammarChooser, learn_copy_args,
+                                     load_intent_meta, save_intent_meta)
+
+SPECS = load_specs()
+
+
+def grammar(query="Call Tom about the plan", copy=(("get_contact_info", "name"),)):
+    names = ["web_search", "dial", "get_contact_info", "ACTION_SET_ALARM"]
+    return CallGrammar([SPECS[n] for n in names], query, copy_args=copy)
+
+
+@pytest.mark.parametrize("text, state", [
+    ("", PREFIX),
+    ("result0 = di", PREFIX),
+    ("result0 = dia(", INVALID),                       # not a candidate function
+    ("result0 = send_email(", INVALID),                # a real function, but not offered in the prompt
+    ("result1 = dial(", INVALID),                      # calls are numbered from 0
+    ('result0 = dial(number="1")', INVALID),           # dial has no argument `number`
+    ('result0 = get_contact_info(name="To', PREFIX),   # copying "Tom" from the request
+    ('result0 = get_contact_info(name="Tim', INVALID),  # "Tim" is not in the request
+    ('result0 = get_contact_info(name="tom', INVALID),  # copied as written
+    ('result0 = get_contact_info(name="Tom about', PREFIX),
+    ('result0 = get_contact_info(name="Tom about the plan")', COMPLETE),
+    ('result0 = get_contact_info(name="om', INVALID),  # a span starts at a word of the request
+    ('result0 = get_contact_info(name="To")', INVALID),  # ... and ends at one
+    ('result0 = get_contact_info(name="the plan")', COMPLETE),
+    ('result0 = get_contact_info(name="Tom", key="phone")', COMPLETE),
+    ('result0 = get_contact_info(name="Tom", key="phone")\nresult1 = dial(phone_number=result0)', COMPLETE),
+    ("result0 = dial(phone_number=result0)", INVALID),  # a call can only use earlier results
+    ("result0 = ACTION_SET_ALARM(EXTRA_HOUR=7, EXTRA_MINUTES=3", PREFIX),
+    ('result0 = ACTION_SET_ALARM(EXTRA_HOUR="7"', INVALID),  # int argument
+    ("result0 = ACTION_SET_ALARM(EXTRA_HOUR=7.5", INVALID),
+    ('result0 = ACTION_SET_ALARM(EXTRA_DAYS=["Monday", "Tu', PREFIX),
+    ('result0 = ACTION_SET_ALARM(EXTRA_DAYS="Monday"', INVALID),  # a list argument
+    ("result0 = ACTION_SET_ALARM(EXTRA_VIBRATE=Tr", PREFIX),
+    ("result0 = ACTION_SET_ALARM(EXTRA_VIBRATE=Yes", INVALID),
+    ("result0 = ACTION_SET_ALARM(EXTRA_VIBRATE=True, EXTRA_VIBRATE=False)", INVALID),  # argument twice
+    ("result0 = ACTION_SET_ALARM()", COMPLETE),
+    ("result0 = ACTION_SET_ALARM()\n", PREFIX),
+    ("result0 = ACTION_SET_ALARM() ", INVALID),
+])
+def test_grammar_states(text, state):
+    assert grammar().check(text) == state
+
+
+def test_every_gold_answer_of_the_synthetic_sets_is_grammatical():
+    from pocketlm.intent import format_answer
+
+    train = synthesize(300, seed=0, split="train")
+    copy = learn_copy_args(train)
+    for s in train + synthesize(100, seed=1, split="test"):
+        g = CallGrammar([SPECS[c["name"]] for c in s.answers], s.query, copy)
+        assert g.check(format_answer(s.answers)) == COMPLETE, (s.query, format_answer(s.answers))
+
+
+def test_copy_args_are_learned_from_the_data():
+    copy = {tuple(x) for x in learn_copy_args(synthesize(600, seed=0, split="train"))}
+    assert ("get_contact_info", "name") in copy and ("web_search", "query") in copy
+    # said differently than written: "Wi-Fi" -> "wifi", "March 3 from 5 pm" -> ISO 8601
+    assert ("open_settings", "setting_type") not in copy
+    assert ("ACTION_INSERT_EVENT", "EXTRA_EVENT_BEGIN_TIME") not in copy
+
+
+def test_intent_meta_round_trip(tmp_path):
+    save_intent_meta(tmp_path, doc_style="brief", candidates=4, copy_args=[["dial", "phone_number"]])
+    assert load_intent_meta(tmp_path) == {"doc_style": "brief", "candidates": 4,
+                                          "copy_args": [["dial", "phone_number"]]}
+    assert load_intent_meta(tmp_path / "missing") == {}
+
+
+def test_chooser_takes_the_best_valid_token_and_stops_only_when_complete():
+    import torch
+
+    pieces = ["result0 = dial(", "result0 = nope(", 'phone_number="', "555", "666", '")', "<stop>"]
+    g = CallGrammar([SPECS["dial"]], "call 555 now", copy_args=[("dial", "phone_number")])
+    chooser = GrammarChooser(g, pieces.__getitem__, stop_ids=[6])
+    picks = []
+    for favourite in [1, 2, 4, 6, 6]:  # the model's top token each step; the chooser must override it
+        logits = torch.zeros(len(pieces))
+        logits[favourite] = 10.0
+        logits[6] += 5.0  # the stop token is always the runner-up
+        picks.append(chooser(logits))
+    # nope( is not a candidate, 666 is not in the request, stop only after the call is complete
+    assert picks == [0, 2, 3, 5, 6]
+    assert chooser.text == 'result0 = dial(phone_number="555")'
+
+
+@pytest.mark.slow  # builds a tiny checkpoint
+def test_constrained_decoding_always_parses_even_with_random_weights(tiny_ckpt):
+    from pocketlm.intent.infer import TorchRunner, predict
+
+    runner = TorchRunner(str(tiny_ckpt))
+    test = synthesize(6, seed=3, split="test")
+    preds = predict(runner, test, SPECS, k=4, max_new_tokens=48, doc_style="brief", progress=False)
+    parsed = [p for p in preds if p["error"] is None]
+    # a random model never finishes a call within 48 tokens by chance: whatever it wrote is a valid prefix
+    for p in preds:
+        g_ok = p["output"] == "" or p["output"].startswith("result0 = ")
+        assert g_ok, p["output"]
+    for p in parsed:
+        assert all(c["name"] in SPECS for c in p["answers"])
+    free = predict(runner, test, SPECS, k=4, max_new_tokens=16, doc_style="brief", progress=False, constrain=False)
+    assert not any(p["output"].startswith("result0 = ") for p in free)  # the constraint did the work
+
+
+@pytest.mark.slow  # tiny checkpoint → F32 GGUF → llama.cpp
+def test_llamacpp_constrained_decoding_matches_torch(tiny_ckpt, tmp_path):
+    pytest.importorskip("llama_cpp")
+    from pocketlm.export import export_gguf
+    from pocketlm.intent.infer import LlamaCppRunner, TorchRunner, predict
+
+    gguf = export_gguf(str(tiny_ckpt), tmp_path / "m.gguf", quant="f32")
+    test = synthesize(4, seed=5, split="test")
+    kw = dict(k=4, max_new_tokens=24, doc_style="brief", progress=False)
+    ours = predict(TorchRunner(str(tiny_ckpt)), test, SPECS, **kw)
+    llama = predict(LlamaCppRunner(str(gguf), tokenizer_dir=str(tiny_ckpt)), test, SPECS, **kw)
+    # same weights, same grammar, greedy: the same text token for token (F32 logits agree closely)
+    assert [p["output"] for p in llama] == [p["output"] for p in ours]
+    assert all(p["output"].startswith("result0 = ") for p in ours)
+
+
+def test_a_copy_never_ends_on_punctuation():
+    g = CallGrammar([SPECS["get_contact_info"]], "Modify contact Olivia, phone 555", copy_args=[("get_contact_info", "name")])
+    assert g.check('result0 = get_contact_info(name="Olivia,")') == INVALID
+    assert g.check('result0 = get_contact_info(name="Olivia")') == COMPLETE

@@ -1,0 +1,30 @@
+"""The tiny intent pipeline end to end (smoke-sized budgets: the numbers are meaningless, the plumbing is not)."""
+
+import json
+
+import pytest
+
+
+@pytest.mark.slow  # tokenizer + 3 pre-training steps + 3 fine-tuning steps + 2 x 6 generations
+def test_intent_tiny_pipeline_writes_every_stage(tmp_path):
+    from pocketlm.intent.grammar import load_intent_meta
+    from pocketlm.pipelines import IntentTinyConfig, intent_tiny
+
+    cfg = IntentTinyConfig(n_train=64, n_test=6, corpus_mb=0.2, pretrain_steps=3, max_new_tokens=24,
+                           finetune={"max_steps": 3, "synth_samples": 64, "save_every": 0})
+    res = intent_tiny(tmp_path, cfg, say=lambda s: None)
+    for key in ("accuracy", "soft_accuracy", "function_accuracy", "unconstrained", "seconds"):
+        assert key in res
+    assert 0 <= res["accuracy"] <= res["soft_accuracy"] <= 1  # a right sample has every argument right
+    assert res["n_test"] == 6 and json.loads((tmp_path / "result.json").read_text())["n_test"] == 6
+    assert len((tmp_path / "predictions.jsonl").read_text().splitlines()) == 6
+    from pocketlm.intent import load_specs
+
+    specs = load_specs()
+    meta = load_intent_meta(tmp_path / "finetune" / "final")  # how `pocketlm intent` will prompt and decode it
+    assert meta["doc_style"] == "brief" and meta["candidates"] == 4
+    assert all(fn in specs and arg in specs[fn].arguments for fn, arg in meta["copy_args"])
+    # constrained outputs are grammatical prefixes: they all start a call of a candidate function
+    for line in (tmp_path / "predictions.jsonl").read_text().splitlines():
+        out = json.loads(line)["output"]
+        assert out == "" or out.startswith("result0 = "), out
