@@ -1,12 +1,15 @@
 """End-to-end recipes that chain the stages. `intent_tiny`: the whole PhoneLM-Call pipeline on a CPU.
 
     synthesize DroidCall-format train/test splits (test phrasings and free-text values unseen in training),
-      half of the training requests with their free-text values swapped for random words (entity swap)
+      half of the training requests with their free-text values swapped for random words (entity swap),
+      half wrapped in openers/closers ("Hey, ...", "... thanks"); training also uses extra phrasings
+      that the test split never does (synth.TRAIN_ONLY)
     → byte-level BPE tokenizer on the built-in corpus + the training conversations
     → `pocketlm data prepare` → short `pretrain` (built-in corpus with the intent training text mixed in,
       as PhoneLM's decay phase mixes in function-calling data)
     → `finetune` (full fine-tuning: LoRA on a few-M-parameter model learns far too slowly)
-    → greedy generation on the held-out test split → parse → DroidCall's metrics.
+    → greedy generation on the held-out test split, constrained to valid calls (pocketlm.intent.grammar;
+      also scored unconstrained) → parse → DroidCall's metrics.
 
 Every stage writes to ``out/`` like the CLI does (``data/``, ``tokenizer/``, ``prepared/``, ``pretrain/``,
 ``finetune/``, ``predictions.jsonl``, ``result.json``), so each can be inspected or rerun on its own:
@@ -31,12 +34,12 @@ class IntentTinyConfig:
     n_test: int = 200  # held-out requests (DroidCall's test split has 200 too)
     multi_fraction: float = 0.3  # share of two-call (nested or parallel) requests
     augment_fraction: float = 0.5  # training requests whose free-text values are swapped (see augment_values)
-    rephrase_fraction: float = 0.0  # training requests wrapped in openers/closers (see augment_phrasing)
+    rephrase_fraction: float = 0.5  # training requests wrapped in openers/closers (see augment_phrasing)
     seed: int = 0
     vocab_size: int = 2048
     corpus_mb: float = 1.0  # built-in corpus size for the tokenizer and pre-training
     model: dict = field(default_factory=lambda: dict(
-        hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=384,
+        hidden_size=192, num_layers=4, num_heads=6, num_kv_heads=3, intermediate_size=512,
         max_position_embeddings=1024, name="intent-tiny"))
     pretrain_steps: int = 150
     pretrain_seq_len: int = 512

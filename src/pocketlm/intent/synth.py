@@ -5,7 +5,8 @@ templates; multi-call requests combine two functions, either nested (the second 
 first one's result through "#0", e.g. look up Tom's number, then dial it) or side by side.
 
 Train and test never share a template: every 4th template of each list (index % 4 == 3) is a test
-template, the rest are train templates. Free-text values (names, labels, titles, topics, file
+template, the rest are train templates, plus the train-only phrasings of TRAIN_ONLY / MULTI_TRAIN_ONLY
+(the test split is the same with or without them). Free-text values (names, labels, titles, topics, file
 names...) come from disjoint train/test pools the same way, so a test query is new in wording and
 content; numbers, times, setting names and MIME types are shared (their surface forms are few).
 """
@@ -472,6 +473,137 @@ TEMPLATES: dict[str, tuple[Callable, list[T]]] = {
 }
 
 
+# More training phrasings (never used for test): a tiny model only generalises to an unseen wording when
+# it has seen the function and its values asked for in many ways, as DroidCall's generated data does.
+L = "EXTRA_MESSAGE"
+TRAIN_ONLY: dict[str, list[T]] = {
+    "ACTION_SET_ALARM": [
+        ("Alarm for {time}", {}, {}), ("Please wake me at {time}", {}, {}),
+        ("Can you set my alarm to {time}?", {}, {}), ("I have to get up at {time}, set an alarm", {}, {}),
+        ("Make an alarm {days} at {time}", {}, {}), ("Set an alarm called {label} for {time}", {}, {"label": L}),
+        ("Alarm {time}, label it {label}", {}, {"label": L}), ("Put an alarm at {time} for {label}", {}, {"label": L})],
+    "ACTION_SET_TIMER": [
+        ("Timer for {duration}", {}, {}), ("Set the timer to {duration}", {}, {}),
+        ("Start counting down {duration}", {}, {}), ("Give me a {duration} countdown", {}, {}),
+        ("Set a {label} timer for {duration}", {}, {"label": L}), ("Time {duration} for the {label}", {}, {"label": L})],
+    "ACTION_SHOW_ALARMS": [
+        ("Show alarms", {}, {}), ("Pull up my alarms", {}, {}), ("Are any alarms set?", {}, {}),
+        ("Go to my alarm list", {}, {}), ("Check the alarms on my phone", {}, {}), ("See all alarms", {}, {})],
+    "ACTION_INSERT_EVENT": [
+        ("Calendar: {title} on {when}, {desc}", {}, {"title": "TITLE", "desc": "DESCRIPTION"}),
+        ("Add an event {title} at {loc}, details {desc}", {}, {"title": "TITLE", "loc": "EVENT_LOCATION", "desc": "DESCRIPTION"}),
+        ("Schedule an event called {title}: {desc}", {}, {"title": "TITLE", "desc": "DESCRIPTION"}),
+        ("I have {title} on {when}. Add it with the note {desc}", {}, {"title": "TITLE", "desc": "DESCRIPTION"}),
+        ("Make a calendar entry {title} described as {desc}", {}, {"title": "TITLE", "desc": "DESCRIPTION"}),
+        ("Add {title} at {loc} to the calendar, about {desc}", {}, {"title": "TITLE", "loc": "EVENT_LOCATION", "desc": "DESCRIPTION"})],
+    "ACTION_IMAGE_CAPTURE": [("Take a pic", {}, {}), ("Photo please", {}, {}), ("Capture an image now", {}, {}),
+                             ("Snap a photo", {}, {}), ("Take a snapshot", {}, {}), ("Click a picture", {}, {})],
+    "ACTION_VIDEO_CAPTURE": [("Record a clip", {}, {}), ("Film this", {}, {}), ("Start recording a video", {}, {}),
+                             ("Capture some footage", {}, {}), ("Take a short video", {}, {}), ("Video this for me", {}, {})],
+    "INTENT_ACTION_STILL_IMAGE_CAMERA": [("Open the photo camera", {}, {}), ("Camera in picture mode please", {}, {}),
+                                         ("Start the still camera", {}, {}), ("Launch camera for pictures", {}, {}),
+                                         ("Open my camera to take photos", {}, {}), ("Turn on the camera for photos", {}, {})],
+    "INTENT_ACTION_VIDEO_CAMERA": [("Open the video camera", {}, {}), ("Camera in video mode please", {}, {}),
+                                   ("Start the camcorder", {}, {}), ("Launch camera for videos", {}, {}),
+                                   ("Open my camera to record video", {}, {}), ("Turn on the video recorder", {}, {})],
+    "ACTION_PICK": [("Pick a {kind}", {}, {}), ("From my contacts, let me choose a {kind}", {}, {}),
+                    ("Select a contact's {kind}", {}, {}), ("I need to choose a {kind} from the contact list", {}, {}),
+                    ("Open my contacts to pick a {kind}", {}, {}), ("Let me select a {kind}", {}, {})],
+    "get_contact_info": [
+        ("{name}'s {key}?", {}, {"name": "name"}), ("What's the {key} of {name}?", {}, {"name": "name"}),
+        ("Give me {name}'s {key}", {}, {"name": "name"}), ("Search my contacts for {name}'s {key}", {}, {"name": "name"}),
+        ("Fetch the {key} for {name}", {}, {"name": "name"}), ("I'm looking for the {key} of {name}", {}, {"name": "name"}),
+        ("Can you find {name}'s {key}?", {}, {"name": "name"}), ("Which {key} does {name} have?", {}, {"name": "name"})],
+    "get_contact_info_from_uri": [
+        ("Get {key} from {uri}", {}, {}), ("Tell me the {key} of contact {uri}", {}, {}),
+        ("I need the {key} saved in {uri}", {}, {}), ("Show the {key} for {uri}", {}, {}),
+        ("What {key} is stored at {uri}?", {}, {}), ("Read contact {uri} and give me the {key}", {}, {})],
+    "ACTION_VIEW_CONTACT": [("Show {uri}", {}, {}), ("Display contact {uri}", {}, {}),
+                            ("Open up the contact {uri}", {}, {}), ("Let me view {uri}", {}, {}),
+                            ("Bring up contact {uri}", {}, {}), ("See the details of contact {uri}", {}, {})],
+    "ACTION_EDIT_CONTACT": [
+        ("Edit {uri}: {field} {value}", {}, {}), ("Change {uri}'s {field} to {value}", {}, {}),
+        ("Update the {field} of contact {uri} to {value}", {}, {}), ("In {uri}, set {field} to {value}", {}, {}),
+        ("Contact {uri} has a new {field}: {value}", {}, {}), ("Fix the {field} of {uri}, it is {value}", {}, {})],
+    "ACTION_INSERT_CONTACT": [("Save {info} as a new contact", {}, {}), ("Add contact {info}", {}, {}),
+                              ("Create a new contact for {info}", {}, {}), ("Store this person: {info}", {}, {}),
+                              ("Add {info} to contacts", {}, {}), ("New entry in my contacts: {info}", {}, {})],
+    "send_email": [
+        ("Email {to}: subject {subject}, body {body}", {}, {"subject": "subject", "body": "body"}),
+        ("Send {to} an email with the subject {subject} saying {body}", {}, {"subject": "subject", "body": "body"}),
+        ("Write an email to {to} about {subject} that says {body}", {}, {"subject": "subject", "body": "body"}),
+        ("Email {to} and {cc} about {subject}: {body}", {}, {"subject": "subject", "body": "body"}),
+        ("Send mail to {to}, subject {subject}, message {body}", {}, {"subject": "subject", "body": "body"}),
+        ("Can you email {to}? Subject {subject}, text {body}", {}, {"subject": "subject", "body": "body"})],
+    "send_message": [("Text {number}: {body}", {}, {"body": "body"}), ("SMS to {number} saying {body}", {}, {"body": "body"}),
+                     ("Send {number} the message {body}", {}, {"body": "body"}),
+                     ("Tell {number} by text that {body}", {}, {"body": "body"}),
+                     ("Message {number} with {body}", {}, {"body": "body"}),
+                     ("Could you text {number}? Say {body}", {}, {"body": "body"})],
+    "dial": [("Call the number {number}", {}, {}), ("Make a call to {number}", {}, {}), ("Ring up {number}", {}, {}),
+             ("Dial the number {number} for me", {}, {}), ("Place a call to {number}", {}, {}), ("Could you call {number}?", {}, {})],
+    "ACTION_GET_RINGTONE": [("Change my ringtone", {}, {}), ("Ringtone picker please", {}, {}),
+                            ("Let me pick a ringtone sound", {}, {}), ("Select a ringtone", {}, {}),
+                            ("I'd like a different ringtone", {}, {}), ("Open ringtones so I can choose", {}, {})],
+    "ACTION_GET_CONTENT": [("Pick some {kind}", {"allow_multiple": True}, {}), ("Let me choose one of my {kind}", {}, {}),
+                           ("Select {kind}", {}, {}), ("I want to pick several {kind}", {"allow_multiple": True}, {}),
+                           ("Get me one from my {kind}", {}, {}), ("Choose multiple {kind}", {"allow_multiple": True}, {})],
+    "ACTION_OPEN_DOCUMENT": [("Open a {kind} document", {}, {}), ("Open one of my {kind2}", {}, {}),
+                             ("Open multiple documents: {kind2}", {"allow_multiple": True}, {}),
+                             ("Let me open a document, {kind}", {}, {}), ("Open {kind2} documents, several of them",
+                                                                         {"allow_multiple": True}, {}),
+                             ("I want to open my {kind2}", {}, {})],
+    "ACTION_CREATE_DOCUMENT": [("Create a {kind} file called {fname}", {}, {"fname": "initial_name"}),
+                               ("New document {fname}, type {kind}", {}, {"fname": "initial_name"}),
+                               ("Make a new {kind} and call it {fname}", {}, {"fname": "initial_name"}),
+                               ("Create a document named {fname} as {kind}", {}, {"fname": "initial_name"}),
+                               ("Start a {kind} called {fname}", {}, {"fname": "initial_name"}),
+                               ("I need a {kind} named {fname}", {}, {"fname": "initial_name"})],
+    "search_location": [("Map {place}", {}, {}), ("Show {place} on the map", {}, {}), ("Where's {place}?", {}, {}),
+                        ("Find {place} in maps", {}, {}), ("Directions to {place}", {}, {}), ("Take me to {place}", {}, {})],
+    "web_search": [("Search for {q}", {}, {}), ("Look up {q}", {}, {}), ("Google search {q}", {"engine": "google"}, {}),
+                   ("Find {q} on the internet", {}, {}), ("Use Baidu to search {q}", {"engine": "baidu"}, {}),
+                   ("Web search: {q}", {}, {}), ("Tell me about {q}", {}, {})],
+    "open_settings": [("{setting} settings", {}, {}), ("Open settings for {setting}", {}, {}),
+                      ("Bring up the {setting} settings", {}, {}), ("Show me the {setting} settings page", {}, {}),
+                      ("Go into {setting} settings", {}, {}), ("I need to adjust {setting}, open the settings", {}, {})],
+}
+MULTI_TRAIN_ONLY: dict[str, list[str]] = {
+    "dial_contact": ["Call my contact {name}", "Phone up {name}", "Make a call to {name}", "Ring up {name}",
+                     "Dial {name}'s number", "Place a call to {name}"],
+    "text_contact": ["Text {name}: {body}", "Send a text to {name} saying {body}", "SMS {name} {body}",
+                     "Tell {name} by text {body}", "Message my contact {name} that {body}", "Text my friend {name}, {body}"],
+    "email_contact": ["Email {name}, subject {subject}, saying {body}", "Send an email to {name} about {subject}: {body}",
+                      "Write to {name} by email: {subject}, {body}", "Mail my contact {name} about {subject} saying {body}",
+                      "Email my friend {name} with the subject {subject} and the body {body}",
+                      "Compose a mail for {name}, subject {subject}, text {body}"],
+    "edit_contact": ["Change {name}'s number to {number}", "Update the phone of {name} to {number}",
+                     "Edit contact {name} with the number {number}", "{name}'s phone is now {number}, update it",
+                     "Set the phone number of {name} to {number}", "Save {number} as the new number of {name}"],
+    "pick_view": ["Pick a contact and show it", "Choose someone from my contacts and open their card",
+                  "Select a contact, then display it", "Let me pick a contact to look at",
+                  "Pick somebody and view the contact", "Choose a contact and show the details"],
+    "photo_email": ["Take a photo and send it to {to}, subject {subject}, saying {body}",
+                    "Snap a pic and email it to {to} about {subject}: {body}",
+                    "Capture a picture and mail {to} with subject {subject} and text {body}",
+                    "Photo, then email it to {to}. Subject {subject}, body {body}",
+                    "Take a picture and send {to} an email titled {subject} saying {body}",
+                    "Take a photo for {to} and email it, subject {subject}, message {body}"],
+    "ringtone_alarm": ["Choose a ringtone and set an alarm for {time}", "Let me pick the ringtone for my {time} alarm",
+                       "Set an alarm at {time} with a ringtone I pick", "Pick a ringtone, then an alarm at {time}",
+                       "Alarm for {time} with a sound I choose", "Select a sound and set an alarm at {time} with it"],
+    "alarm_timer": ["Alarm at {time} and a {duration} timer", "Set a timer for {duration} and an alarm for {time}",
+                    "Wake me up at {time} and time {duration}", "Start a {duration} countdown and set an alarm at {time}",
+                    "A timer of {duration}, and an alarm at {time}", "Set an alarm at {time}, then a timer for {duration}"],
+    "search_map": ["Search for {q} and show {place} on the map", "Look up {q}, and find {place} in maps",
+                   "Web search {q}, then map {place}", "Find {place} on the map and look up {q}",
+                   "Search the internet for {q} and locate {place}", "Google {q} and give me directions to {place}"],
+    "settings_dial": ["Open {setting} settings, then dial {number}", "Call {number} and then open {setting} settings",
+                      "Go to the {setting} settings and phone {number}", "Dial {number}, also open {setting} settings",
+                      "Bring up {setting} settings and call {number}", "Open the {setting} settings and ring {number}"],
+}
+
+
 def _fill(template: T, slots: Slots) -> tuple[str, dict] | None:
     text, fixed, verbatim = template
     used = re.findall(r"{(\w+)}", text)
@@ -488,7 +620,7 @@ def _fill(template: T, slots: Slots) -> tuple[str, dict] | None:
 
 
 def _templates(name: str, split: str) -> list[T]:
-    return _split(TEMPLATES[name][1], split)
+    return _split(TEMPLATES[name][1], split) + (TRAIN_ONLY.get(name, []) if split == "train" else [])
 
 
 def _single(rng: random.Random, pools: _Pools, name: str) -> tuple[str, list[dict]]:
@@ -630,7 +762,11 @@ MULTI: dict[str, tuple[Callable, list[str]]] = {
 def _multi(rng: random.Random, pools: _Pools, kind: str) -> tuple[str, list[dict]]:
     gen, templates = MULTI[kind]
     slots, calls = gen(rng, pools)
-    text = rng.choice(_split(templates, pools.split)).format(**slots)
+    if pools.split == "train":
+        templates = _split(templates, "train") + MULTI_TRAIN_ONLY.get(kind, [])
+    else:
+        templates = _split(templates, "test")
+    text = rng.choice(templates).format(**slots)
     return text, [{"id": i, "name": n, "arguments": a} for i, (n, a) in enumerate(calls)]
 
 
@@ -639,7 +775,10 @@ def _multi(rng: random.Random, pools: _Pools, kind: str) -> tuple[str, list[dict
 def template_texts(split: str) -> set[str]:
     """All template strings of a split (for the disjointness check)."""
     out = {t[0] for name in TEMPLATES for t in _templates(name, split)}
-    return out | {t for _, ts in MULTI.values() for t in _split(ts, split)}
+    out |= {t for _, ts in MULTI.values() for t in _split(ts, split)}
+    if split == "train":
+        out |= {t for ts in MULTI_TRAIN_ONLY.values() for t in ts}
+    return out
 
 
 def synthesize(n: int, seed: int = 0, split: str = "train", multi_fraction: float = 0.3) -> list[Sample]:
