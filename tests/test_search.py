@@ -12,7 +12,7 @@ from pocketlm import costs
 from pocketlm.config import ModelConfig
 from pocketlm.errors import UserError
 from pocketlm.search import ResultStore, SearchSettings, engine_config, objective_cost, run_search
-from pocketlm.search_space import Constraints, SearchSpace, enumerate_space, parse_budget
+from pocketlm.search_space import Constraints, SearchSpace, enumerate_space, format_count, parse_budget
 
 SMALL_SPACE = """
 hidden_size: [64, 96, 128, 192]
@@ -280,7 +280,16 @@ def test_speedup_against_presets_is_reported(tmp_path):
     wm, pm = summary["winner_metrics"], summary["best_preset_metrics"]
     assert summary["speedup_vs_best_preset"] == pytest.approx(pm["e2e_s"] / wm["e2e_s"], rel=1e-3)
     assert summary["speedups"]["decode"] == pytest.approx(wm["decode_tok_s"] / pm["decode_tok_s"], rel=1e-3)
-    assert "Speedup:" in (tmp_path / "o" / "report.md").read_text()
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert "Speedup:" in report
+    # the winner and the preset side by side with both parameter counts (an untied winner is flagged)
+    from pocketlm.presets import get_preset
+
+    preset_params = costs.param_groups(get_preset(summary["best_preset"]))
+    assert summary["best_preset_params_non_embedding"] == preset_params["non_embedding"]
+    assert f"| {summary['best_preset']} | {format_count(preset_params['total'])} | " \
+           f"{format_count(preset_params['non_embedding'])} |" in report
+    assert ("Untied:" in report) == (not summary["winner_config"]["tie_embeddings"])
 
 
 @pytest.mark.slow

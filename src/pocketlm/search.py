@@ -700,6 +700,8 @@ class Search:
             "best_preset_measured_as": best_preset.measured_as if best_preset else None,
             "best_preset_metrics": _round(best_preset.final_metrics()) if best_preset else None,
             "best_preset_spread": round(self.spread(best_preset), 4) if best_preset else None,
+            "best_preset_params_total": best_preset.params["total"] if best_preset else None,
+            "best_preset_params_non_embedding": best_preset.params["non_embedding"] if best_preset else None,
             "speedup_vs_best_preset": None, "speedups": None,
             "budget": s.budget, "budget_kind": s.budget_kind, "tolerance": s.tolerance,
             "vocab_size": s.vocab_size, "engine": s.engine_label(), "backend": s.backend,
@@ -1038,7 +1040,8 @@ def print_summary(sm: dict) -> None:
     cfg = ModelConfig.from_dict(sm["winner_config"])
     wm = sm["winner_metrics"]
     print()
-    print(f"winner: {sm['winner']} — {_shape(cfg)}, vocab {cfg.vocab_size:,}, "
+    tied = "tied" if cfg.tie_embeddings else "untied"
+    print(f"winner: {sm['winner']} — {_shape(cfg)}, {tied} embeddings, vocab {cfg.vocab_size:,}, "
           f"{format_count(sm['winner_params_total'])} params ({format_count(sm['winner_params_non_embedding'])} "
           f"non-embedding){' [timed as ' + SUBSTITUTE + ']' if sm['winner_measured_as'] != 'native' else ''}")
     print(f"  {sm['prompt_len']}-token prompt + {sm['decode_len']} new tokens on {sm['engine']}: "
@@ -1047,7 +1050,9 @@ def print_summary(sm: dict) -> None:
     if sm["best_preset"]:
         pm = sm["best_preset_metrics"]
         sp = sm["speedups"]
-        print(f"fastest published preset of that size: {sm['best_preset']}: {pm['e2e_s']:.2f} s end to end "
+        print(f"fastest published preset of that size: {sm['best_preset']} "
+              f"({format_count(sm.get('best_preset_params_total') or 0)} params, "
+              f"{format_count(sm.get('best_preset_params_non_embedding') or 0)} non-embedding): {pm['e2e_s']:.2f} s end to end "
               f"(prefill {pm['prefill_tok_s']:.0f} tok/s, decode {pm['decode_tok_s']:.1f} tok/s)")
         print(f"speedup: {sp[sm['objective']]:.2f}x on {label} (decode {sp['decode']:.2f}x, prefill "
               f"{sp['prefill']:.2f}x), measured side by side; spread ±{sm['winner_spread']:.1%}")
