@@ -33,7 +33,7 @@ class IntentTinyConfig:
     n_train: int = 6000  # synthesized training requests
     n_test: int = 200  # held-out requests (DroidCall's test split has 200 too)
     multi_fraction: float = 0.3  # share of two-call (nested or parallel) requests
-    augment_fraction: float = 0.5  # training requests whose free-text values are swapped (see augment_values)
+    augment_fraction: float = 0.9  # training requests whose free-text values are swapped (see augment_values)
     rephrase_fraction: float = 0.5  # training requests wrapped in openers/closers (see augment_phrasing)
     seed: int = 0
     vocab_size: int = 2048
