@@ -48,7 +48,7 @@ import numpy as np
 
 from pocketlm.errors import UserError
 
-RECIPES_DIR = Path(__file__).parent / "recipes"
+from pocketlm.recipe_fields import RECIPES_DIR
 ROLES = ("system", "user", "assistant")
 LORA_SHORT = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj",
               "gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
@@ -115,7 +115,7 @@ def _hints() -> dict[str, Any]:
 
 
 def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> FinetuneRecipe:
-    from pocketlm.pretrain import _check_value
+    from pocketlm.recipe_fields import check_value
 
     if not isinstance(data, dict):
         raise UserError(f"{where} must be a mapping of fields, got {type(data).__name__}")
@@ -128,7 +128,7 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> FinetuneRec
     for k, v in data.items():
         if k == "lora_targets" and isinstance(v, list):
             v = ",".join(map(str, v))
-        kw[k] = _check_value(k, v, hints[k])
+        kw[k] = check_value(k, v, hints[k])
     recipe = FinetuneRecipe(**kw)
     validate_recipe(recipe)
     return recipe
@@ -200,7 +200,7 @@ def _is_finetune_recipe(path: Path) -> bool:
 
 def load_recipe(spec: str) -> FinetuneRecipe:
     """A recipe YAML/JSON path or the name of a built-in fine-tuning recipe."""
-    from pocketlm.pretrain import read_recipe_file
+    from pocketlm.recipe_fields import read_recipe_file
 
     path, data = read_recipe_file(spec)
     if isinstance(data, dict) and "phases" in data:
@@ -214,9 +214,9 @@ def recipe_to_dict(r: FinetuneRecipe) -> dict[str, Any]:
 
 def override_parser(recipe: FinetuneRecipe | None = None) -> argparse.ArgumentParser:
     """One flag per recipe field (``--max-steps 30``, ``--method lora``), like `pocketlm pretrain`."""
-    from pocketlm.pretrain import _converter, _flag_names, _OverrideParser
+    from pocketlm.recipe_fields import OverrideParser, converter, flag_names
 
-    p = _OverrideParser(prog="pocketlm finetune RECIPE", allow_abbrev=False,
+    p = OverrideParser(prog="pocketlm finetune RECIPE", allow_abbrev=False,
                         description="Recipe fields you can override (values in the recipe shown as defaults).")
     p.add_argument("--out", help="output dir (default: runs/RECIPE_NAME); rerun with the same dir to resume")
     p.add_argument("--dry-run", action="store_true", help="print the resolved recipe, then exit")
@@ -224,8 +224,8 @@ def override_parser(recipe: FinetuneRecipe | None = None) -> argparse.ArgumentPa
     hints = _hints()
     for f in fields(FinetuneRecipe):
         cur = getattr(recipe, f.name) if recipe is not None else f.default
-        group.add_argument(*_flag_names(f.name), dest=f"r:{f.name}", default=argparse.SUPPRESS,
-                           type=_converter(f.name, hints[f.name]), metavar="V", help=f"(default: {cur})")
+        group.add_argument(*flag_names(f.name), dest=f"r:{f.name}", default=argparse.SUPPRESS,
+                           type=converter(f.name, hints[f.name]), metavar="V", help=f"(default: {cur})")
     return p
 
 
@@ -831,7 +831,7 @@ def run_finetune(recipe: FinetuneRecipe, out_dir: str | os.PathLike, print_fn=No
 
     from pocketlm.checkpoint import parse_dtype
     from pocketlm.model import PocketLM
-    from pocketlm.pretrain import _check_resume_recipe
+    from pocketlm.recipe_fields import snapshot_recipe
     from pocketlm.training import (
         Schedule, Trainer, TrainerConfig, build_optimizer, default_load_model, default_save_model,
         full_model_state_dict, init_distributed, measure_matmul_peak, plot_loss_curve,
@@ -860,7 +860,7 @@ def run_finetune(recipe: FinetuneRecipe, out_dir: str | os.PathLike, print_fn=No
         model = model.to(dist_info.device)
         if dist_info.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            _check_resume_recipe(out, recipe, True)
+            snapshot_recipe(out, recipe_to_dict(recipe), True)
         pad = tokenizer.pad_token_id
         batches = SFTBatches(rows, recipe.batch_size, micro, dist_info.rank, world, recipe.seed, pad)
         evals = None
@@ -965,9 +965,9 @@ def _cmd_finetune(args) -> int:
 
 
 def _cmd_merge(argv: list[str]) -> int:
-    from pocketlm.pretrain import _OverrideParser
+    from pocketlm.recipe_fields import OverrideParser
 
-    p = _OverrideParser(prog="pocketlm finetune merge",
+    p = OverrideParser(prog="pocketlm finetune merge",
                         description="Merge a LoRA adapter into its base: a standard checkpoint for export/run.")
     p.add_argument("adapter", help="adapter dir (adapter_config.json + adapter_model.safetensors)")
     p.add_argument("--out", required=True, help="output checkpoint dir")

@@ -27,9 +27,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
-import types
-import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -37,8 +34,10 @@ from typing import Any
 import numpy as np
 
 from pocketlm.errors import UserError
-
-RECIPES_DIR = Path(__file__).parent / "recipes"
+from pocketlm.recipe_fields import RECIPES_DIR, OverrideParser as _OverrideParser
+from pocketlm.recipe_fields import check_value as _check_value, converter as _converter, field_types as _hints
+from pocketlm.recipe_fields import flag_names as _flag_names, parse_str as _parse_str, read_recipe_file
+from pocketlm.recipe_fields import snapshot_recipe
 
 
 # ============================================================================ recipe
@@ -88,78 +87,6 @@ class Recipe:
     phases: list = field(default_factory=lambda: [Phase()])
 
 
-_SCALAR = (int, float, str, bool)
-
-
-def _hints(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _base_types(tp: Any) -> tuple[list[type], bool]:
-    """([int], True) for `int | None`; ([float], False) for float; ([], False) for Any/dict/list."""
-    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
-        args = typing.get_args(tp)
-        return [a for a in args if a is not type(None)], type(None) in args
-    return ([tp] if tp in _SCALAR else []), False
-
-
-def _check_value(path: str, value: Any, tp: Any) -> Any:
-    """Validate a YAML value against the field type (ints are fine where floats are expected)."""
-    base, optional = _base_types(tp)
-    if not base:
-        return value
-    if value is None:
-        if optional:
-            return None
-        raise UserError(f"recipe field '{path}' must not be empty")
-    for t in base:
-        if t is bool and isinstance(value, bool):
-            return value
-        if t is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if t is int and isinstance(value, float) and value.is_integer() and abs(value) >= 1e3:
-            return int(value)  # 1.5e12 tokens written in YAML as a float
-        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if t is str and isinstance(value, str):
-            return value
-    if isinstance(value, str):  # YAML left "1e-3" as a string: parse it like the CLI does
-        return _parse_str(path, value, tp)
-    want = " or ".join(t.__name__ for t in base) + (" or null" if optional else "")
-    raise UserError(f"recipe field '{path}' must be {want}, got {value!r}")
-
-
-def _parse_str(path: str, text: str, tp: Any) -> Any:
-    """Parse a command-line string for a field of type `tp`; errors name the field."""
-    base, optional = _base_types(tp)
-    if optional and text.lower() in ("none", "null", ""):
-        return None
-    for t in base:
-        try:
-            if t is bool:
-                low = text.lower()
-                if low in ("1", "true", "yes", "on"):
-                    return True
-                if low in ("0", "false", "no", "off"):
-                    return False
-                continue
-            if t is int:
-                v = float(text) if any(c in text for c in ".eE") else int(text)
-                if isinstance(v, float):
-                    if not v.is_integer():
-                        continue
-                    v = int(v)
-                return v
-            if t is float:
-                return float(text)
-            if t is str:
-                return text
-        except ValueError:
-            continue
-    want = " or ".join(t.__name__ for t in base) + (" or none" if optional else "")
-    raise UserError(f"recipe field '{path}' expects {want}, got {text!r}")
-
-
 def _parse_mixture(path: str, value: Any) -> Any:
     if value == "natural":
         return value
@@ -174,6 +101,10 @@ def _parse_mixture(path: str, value: Any) -> Any:
     if not isinstance(value, dict) or not value:
         raise UserError(f"recipe field '{path}' must be 'natural' or a mapping of source to weight")
     return {str(k): _check_value(f"{path}.{k}", v, float) for k, v in value.items()}
+
+
+def builtin_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
 def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
@@ -273,24 +204,6 @@ def recipe_to_dict(r: Recipe) -> dict[str, Any]:
     return dataclasses.asdict(r)
 
 
-def builtin_recipes() -> list[str]:
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-
-
-def read_recipe_file(spec: str) -> tuple[Path, Any]:
-    """The path and parsed contents of a recipe YAML/JSON file or a built-in recipe's name."""
-    from pocketlm.config import read_structured_file
-
-    path = Path(spec)
-    if not path.is_file():
-        if (RECIPES_DIR / f"{spec}.yaml").is_file():
-            path = RECIPES_DIR / f"{spec}.yaml"
-        else:
-            raise UserError(f"recipe not found: {spec!r} is neither a file nor a built-in recipe "
-                            f"({', '.join(builtin_recipes())})")
-    return path, read_structured_file(path) or {}
-
-
 def load_recipe(spec: str) -> Recipe:
     """A recipe YAML/JSON path or the name of a built-in recipe."""
     path, data = read_recipe_file(spec)
@@ -298,17 +211,6 @@ def load_recipe(spec: str) -> Recipe:
 
 
 # ---------------------------------------------------------------------------- CLI overrides
-def _flag_names(path: str) -> list[str]:
-    """`--max-steps` and `--max_steps` both work; dotted paths keep their dots."""
-    dashed = "--" + path.replace("_", "-")
-    return [dashed] if dashed == "--" + path else [dashed, "--" + path]
-
-
-class _OverrideParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        raise UserError(message)
-
-
 def override_parser(recipe: Recipe | None = None) -> argparse.ArgumentParser:
     """Flags generated from the dataclasses: top-level fields, phases.NAME.FIELD, model.FIELD."""
     from pocketlm.config import ModelConfig
@@ -343,13 +245,6 @@ def override_parser(recipe: Recipe | None = None) -> argparse.ArgumentParser:
         mg.add_argument(*_flag_names(f"model.{name}"), dest=f"m:{name}", default=argparse.SUPPRESS,
                         type=_converter(f"model.{name}", tp), metavar="V")
     return p
-
-
-def _converter(path: str, tp: Any):
-    def conv(text: str) -> Any:
-        return _parse_str(path, text, tp)
-    conv.__name__ = path  # argparse names the converter in its messages
-    return conv
 
 
 def apply_overrides(recipe: Recipe, argv: list[str]) -> tuple[Recipe, argparse.Namespace]:
@@ -650,23 +545,6 @@ def _build_model(recipe: Recipe, manifest: dict):
     return model
 
 
-def _check_resume_recipe(out: Path, recipe: Recipe, is_main: bool) -> None:
-    """Write recipe.yaml on a fresh run; warn when a resumed run's recipe changed."""
-    import yaml
-
-    path = out / "recipe.yaml"
-    current = recipe_to_dict(recipe)
-    if path.exists():
-        old = yaml.safe_load(path.read_text()) or {}
-        changed = sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k))
-        if changed and is_main:
-            print(f"note: resuming with changed recipe fields: {', '.join(changed)}", file=sys.stderr)
-    if is_main:
-        tmp = path.with_name(".recipe.yaml.tmp")
-        tmp.write_text(yaml.safe_dump(current, sort_keys=False))
-        os.replace(tmp, path)
-
-
 def run_pretrain(recipe: Recipe, out_dir: str | os.PathLike, print_fn=None) -> dict[str, Any]:
     """Train (or resume) `recipe` into out_dir; returns a summary dict (rank 0's view)."""
     import torch
@@ -697,7 +575,7 @@ def run_pretrain(recipe: Recipe, out_dir: str | os.PathLike, print_fn=None) -> d
         cfg = model.config
         if dist_info.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            _check_resume_recipe(out, recipe, True)
+            snapshot_recipe(out, recipe_to_dict(recipe), True)
         batches = PretrainBatches(data_dir, plans, recipe.seq_len, recipe.batch_size, micro,
                                   dist_info.rank, world, recipe.seed)
         sources = sorted({s for p in plans for s in p.weights})
