@@ -41,7 +41,7 @@ class IntentTinyConfig:
     model: dict = field(default_factory=lambda: dict(
         hidden_size=192, num_layers=4, num_heads=6, num_kv_heads=3, intermediate_size=512,
         max_position_embeddings=1024, name="intent-tiny"))
-    pretrain_steps: int = 150
+    pretrain_steps: int = 600
     pretrain_seq_len: int = 512
     pretrain_batch: int = 8
     pretrain_lr: float = 3e-3
