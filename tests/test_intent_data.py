@@ -134,6 +134,22 @@ def test_synth_train_and_test_phrasings_are_disjoint():
     assert not (values(train, "get_contact_info", "name") & values(test, "get_contact_info", "name"))
 
 
+def test_compositional_training_phrasings_never_produce_a_test_phrasing():
+    from pocketlm.intent.synth import is_test_phrasing
+
+    train, test = synthesize(3000, seed=0), synthesize(300, seed=0, split="test")
+    kind = lambda s: s.answers[0]["name"] if len(s.answers) == 1 else None  # noqa: E731
+    # every test request is recognised by its own templates' patterns...
+    singles = [s for s in test if kind(s)]
+    assert singles and all(is_test_phrasing(kind(s), s.query) for s in singles)
+    # ...and no training request (fixed template or composed wording) matches one
+    assert not [s.query for s in train if kind(s) and is_test_phrasing(kind(s), s.query)]
+    assert len({s.query for s in train}) > 0.7 * len(train)  # composed wordings make most requests unique
+    for s in train:  # composed requests are valid calls too
+        parsed, err = parse_calls(format_answer(s.answers), SPECS)
+        assert err is None and parsed == s.answers
+
+
 def test_sft_records_are_chat_messages():
     samples = synthesize(20, seed=1) + [Sample("bad", [], error="invalid JSON")]
     recs = to_sft_records(samples, SPECS, seed=0)

@@ -28,3 +28,28 @@ def test_intent_tiny_pipeline_writes_every_stage(tmp_path):
     for line in (tmp_path / "predictions.jsonl").read_text().splitlines():
         out = json.loads(line)["output"]
         assert out == "" or out.startswith("result0 = "), out
+
+
+def test_augmenters_keep_copied_values_verbatim():
+    """Openers must not lowercase a value at the start of a request ("Hey, maria's number"): the grammar
+    only lets the model copy values as written, and a lowercased copy would teach the model otherwise and
+    drop the argument from the learned copy arguments."""
+    from pocketlm.intent import load_specs, synthesize
+    from pocketlm.intent.grammar import learn_copy_args
+    from pocketlm.intent.specs import Sample
+    from pocketlm.pipelines import augment_phrasing, augment_values
+
+    specs = load_specs()
+    s = Sample("Maria's phone number?", [{"id": 0, "name": "get_contact_info",
+                                          "arguments": {"name": "Maria", "key": "phone"}}])
+    t = Sample("Take a photo", [{"id": 0, "name": "ACTION_IMAGE_CAPTURE", "arguments": {}}])
+    out = augment_phrasing([s, t] * 200, fraction=1.0, seed=0)
+    assert all("Maria" in o.query for o in out[::2])
+    assert any("take a photo" in o.query for o in out[1::2])  # an ordinary verb is lowercased after "Hey, "
+    assert all(o.answers == s.answers for o in out[::2])
+
+    train = augment_phrasing(augment_values(synthesize(1500, seed=0), specs, ["alpha", "bravo", "delta"], 0.9, 0),
+                             0.5, 0)
+    copy_args = learn_copy_args(train)
+    for arg in [("get_contact_info", "name"), ("send_message", "body"), ("dial", "phone_number")]:
+        assert list(arg) in copy_args

@@ -6,13 +6,16 @@ first one's result through "#0", e.g. look up Tom's number, then dial it) or sid
 
 Train and test never share a template: every 4th template of each list (index % 4 == 3) is a test
 template, the rest are train templates, plus the train-only phrasings of TRAIN_ONLY / MULTI_TRAIN_ONLY
-(the test split is the same with or without them). Free-text values (names, labels, titles, topics, file
+(the test split is the same with or without them), plus, for half of the training requests, compositional
+wordings from `pocketlm.intent.phrasings` (a lead and modifiers in random order); a generated wording that
+a test template could have produced is dropped (`test_template_patterns`). Free-text values (names, labels, titles, topics, file
 names...) come from disjoint train/test pools the same way, so a test query is new in wording and
 content; numbers, times, setting names and MIME types are shared (their surface forms are few).
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import string
@@ -623,11 +626,36 @@ def _templates(name: str, split: str) -> list[T]:
     return _split(TEMPLATES[name][1], split) + (TRAIN_ONLY.get(name, []) if split == "train" else [])
 
 
-def _single(rng: random.Random, pools: _Pools, name: str) -> tuple[str, list[dict]]:
+FRAME_FRACTION = 0.5  # training requests worded by pocketlm.intent.phrasings instead of a fixed template
+
+
+def _slot_regex(template: str) -> re.Pattern:
+    parts = re.split(r"{\w+}", template.rstrip("?!."))
+    return re.compile("(.+?)".join(re.escape(p) for p in parts) + r"[?!.]?", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=None)
+def test_template_patterns() -> dict[str, tuple[re.Pattern, ...]]:
+    """Function or multi-call kind -> regexes of its test templates (slots match anything). A training
+    request that fully matches one is a test phrasing and is never generated."""
+    out = {name: tuple(_slot_regex(t[0]) for t in _split(ts, "test")) for name, (_, ts) in TEMPLATES.items()}
+    out.update({kind: tuple(_slot_regex(t) for t in _split(ts, "test")) for kind, (_, ts) in MULTI.items()})
+    return out
+
+
+def is_test_phrasing(kind: str, text: str) -> bool:
+    return any(p.fullmatch(text) for p in test_template_patterns().get(kind, ()))
+
+
+def _single(rng: random.Random, pools: _Pools, name: str, frames: bool = True) -> tuple[str, list[dict]]:
+    from pocketlm.intent.phrasings import frame_template
+
     gen, _ = TEMPLATES[name]
+    use_frame = frames and pools.split == "train" and rng.random() < FRAME_FRACTION
     while True:
-        filled = _fill(rng.choice(_templates(name, pools.split)), gen(rng, pools))
-        if filled:
+        template = frame_template(rng, name) if use_frame else rng.choice(_templates(name, pools.split))
+        filled = _fill(template, gen(rng, pools))
+        if filled and not (use_frame and is_test_phrasing(name, filled[0])):
             text, args = filled
             return text, [{"id": 0, "name": name, "arguments": args}]
 
@@ -759,7 +787,31 @@ MULTI: dict[str, tuple[Callable, list[str]]] = {
 }
 
 
+def _multi_frame(rng: random.Random, pools: _Pools, kind: str) -> tuple[str, list[dict]]:
+    from pocketlm.intent.phrasings import JOINERS, NESTED_FRAMES, PARALLEL, compose, finish
+
+    while True:
+        if kind in PARALLEL:  # two single-call wordings side by side, in either order
+            parts = [_single(rng, pools, name, frames=True) for name in PARALLEL[kind]]
+            rng.shuffle(parts)
+            second = parts[1][0]
+            text = parts[0][0].rstrip(".!") + rng.choice(JOINERS) + second[0].lower() + second[1:]
+            calls = [dict(parts[0][1][0], id=0), dict(parts[1][1][0], id=1)]
+        else:
+            gen, _ = MULTI[kind]
+            slots, pairs = gen(rng, pools)
+            leads, mods = NESTED_FRAMES[kind]
+            text = finish(rng, compose(rng, leads, mods)[0]).format(**slots)
+            calls = [{"id": i, "name": n, "arguments": a} for i, (n, a) in enumerate(pairs)]
+        if not is_test_phrasing(kind, text):
+            return text, calls
+
+
 def _multi(rng: random.Random, pools: _Pools, kind: str) -> tuple[str, list[dict]]:
+    from pocketlm.intent.phrasings import NESTED_FRAMES, PARALLEL
+
+    if pools.split == "train" and (kind in NESTED_FRAMES or kind in PARALLEL) and rng.random() < FRAME_FRACTION:
+        return _multi_frame(rng, pools, kind)
     gen, templates = MULTI[kind]
     slots, calls = gen(rng, pools)
     if pools.split == "train":
