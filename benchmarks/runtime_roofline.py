@@ -1,12 +1,15 @@
 """How close does pocketlm's llama.cpp backend get to the memory-bandwidth roofline, and what does it cost?
 
 For two ~0.5B random-weight models exported by pocketlm (Qwen2.5-0.5B's shape, vocab 151936, and a
-wide-shallow 1536x12, vocab 49152) at F16, Q8_0 and Q4_0, batch 1, all cores:
+wide-shallow 1536x12, vocab 49152) at F32, F16, BF16, Q8_0 and Q4_0, batch 1, all cores:
 
 1. decode tok/s through pocketlm's llama.cpp backend as a fraction of the roofline
    bandwidth / bytes-read-per-token, with bandwidth measured in this run right before each model
-   (this host's bandwidth moves between runs). Target: F16 >= 0.85. Q8_0/Q4_0 are reported: on
-   2 threads llama.cpp is compute-bound there, not bandwidth-bound.
+   (this host's bandwidth moves between runs). Target: F16 >= 0.85. The others are the diagnosis:
+   F32 reads twice the bytes with the same element count, so F32 near the roofline while F16 is not
+   says the memory system is fine and F16's dot-product kernel is compute-bound; BF16 (same bytes as
+   F16, native AVX512-BF16 dot products) shows what a 16-bit model can reach on this CPU. Q8_0/Q4_0
+   are compute-bound on 2 threads.
 2. pocketlm's backend vs raw llama-cpp-python on the same GGUF (what a user would otherwise write:
    Llama(...).eval() per token with greedy argmax). Target: no measurable loss.
 3. pocketlm's torch backend (bf16, the fast dtype on this CPU) vs llama.cpp F16, side by side.
@@ -124,7 +127,7 @@ def alternate(runners: dict, prompt: list[int], n: int, repeats: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--quants", default="f16,q8_0,q4_0")
+    ap.add_argument("--quants", default="f32,f16,bf16,q8_0,q4_0")
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--decode-tokens", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=5)
@@ -220,6 +223,8 @@ def main(argv=None) -> int:
     f16 = [r["roofline_fraction"] for r in rows if r["quant"] == "f16"]
     ratio = [r["pocketlm_vs_raw_decode"] for r in rows]
     summary = {
+        **{f"{q}_roofline_fraction_min": min((r["roofline_fraction"] for r in rows if r["quant"] == q), default=None)
+           for q in ("f32", "bf16")},
         "f16_roofline_fraction_min": min(f16) if f16 else None,
         "f16_target": 0.85, "f16_pass": bool(f16) and min(f16) >= 0.85,
         "pocketlm_vs_raw_decode_median": median(ratio) if ratio else None,

@@ -180,3 +180,14 @@ def test_damaged_gguf_is_a_user_error(tmp_path, damage):
                      "garbage": b"not a gguf file at all" * 10}[damage])
     with pytest.raises(UserError, match="GGUF|truncated"):
         read_gguf(bad)
+
+
+def test_bf16_encoding_rounds_like_torch():
+    import torch
+
+    from pocketlm.export import _bf16_bits
+
+    w = np.random.default_rng(0).standard_normal(10_000).astype(np.float32) * 3
+    w[:4] = [0.0, -0.0, 1e-40, 3.4e38]  # zero, signed zero, a subnormal, near max
+    ref = torch.from_numpy(w).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    assert np.array_equal(_bf16_bits(w), ref)

@@ -6,6 +6,10 @@ interleaved pairs llama.cpp's "llama" rope expects (qwen2 uses NeoX rope, no per
 written once as token_embd, 1-D norms and biases in F32, and a tensor whose rows are not a multiple
 of the 32-element quant block falling back to F16 (as llama.cpp's converter does).
 
+`--quant bf16` writes 16-bit brain floats (rounded to nearest even, as torch does): the same bytes as F16,
+but on CPUs with AVX512-BF16 llama.cpp's BF16 dot product is a native instruction, while its F16 one
+converts every weight to F32 first and is compute-bound on 2 threads (benchmarks/runtime_roofline.py).
+
 Random-weight exports (a preset, a config) never build a full-precision model: every tensor is
 generated directly in its target layout (random Q4_0/Q8_0 blocks with a fixed fp16 scale), and
 tensors are streamed to disk one at a time, so a ≈0.5B Q4_0 candidate takes seconds.
@@ -25,10 +29,10 @@ import numpy as np
 from pocketlm.config import ModelConfig
 from pocketlm.errors import UserError
 
-QUANTS = ("f32", "f16", "q8_0", "q4_0")
+QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_0")
 QK = 32  # llama.cpp's block size for Q4_0 / Q8_0
 # llama.cpp's LLAMA_FTYPE_* values (general.file_type)
-_FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7}
+_FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "bf16": 32}
 PLACEHOLDER_KEY = "pocketlm.placeholder_vocab"
 CONFIG_KEY = "pocketlm.config"
 
@@ -120,8 +124,16 @@ def _encode(w: np.ndarray, ttype: str) -> np.ndarray:
         return np.ascontiguousarray(w, dtype=np.float32)
     if ttype == "f16":
         return np.ascontiguousarray(w, dtype=np.float16)
+    if ttype == "bf16":
+        return _bf16_bits(np.asarray(w, dtype=np.float32))
     qtype = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}[ttype]
     return gguf.quants.quantize(np.ascontiguousarray(w, dtype=np.float32), qtype)
+
+
+def _bf16_bits(w: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bit patterns (uint16), rounded to nearest even (as torch and gguf-py do)."""
+    u = np.ascontiguousarray(w, dtype=np.float32).view(np.uint32)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
 
 
 def _nibble_lut() -> np.ndarray:
@@ -159,6 +171,8 @@ def _random(t: _Tensor, ttype: str, rng: np.random.Generator) -> np.ndarray:
         return blocks.reshape(rows, cols // QK * (2 + payload))
     w = rng.standard_normal(t.shape, dtype=np.float32)
     w *= t.std
+    if ttype == "bf16":
+        return _bf16_bits(w)
     return w.astype(np.float16) if ttype == "f16" else w
 
 
@@ -338,6 +352,7 @@ def export_gguf(model_or_spec: Any, out: str | os.PathLike, quant: str = "f16",
     plan = _plan(cfg)
     types = [_tensor_type(t, quant) for t in plan]
     qtypes = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
+              "bf16": gguf.GGMLQuantizationType.BF16,
               "q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}
     t0 = time.perf_counter()
     writer = gguf.GGUFWriter(tmp, arch)
@@ -371,8 +386,9 @@ def export_gguf(model_or_spec: Any, out: str | os.PathLike, quant: str = "f16",
                 byte_shape = (*t.shape[:-1], t.shape[-1] // QK * size)
                 writer.add_tensor_info(t.name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)), qt)
             else:
-                dt = np.dtype(np.float32 if ttype == "f32" else np.float16)
-                writer.add_tensor_info(t.name, t.shape, dt, int(np.prod(t.shape)) * dt.itemsize)
+                dt = np.dtype({"f32": np.float32, "f16": np.float16, "bf16": np.uint16}[ttype])
+                writer.add_tensor_info(t.name, t.shape, dt, int(np.prod(t.shape)) * dt.itemsize,
+                                       qt if ttype == "bf16" else None)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()

@@ -1,7 +1,8 @@
 """End-to-end recipes that chain the stages. `intent_tiny`: the whole PhoneLM-Call pipeline on a CPU.
 
-    synthesize DroidCall-format train/test splits (test phrasings and free-text values unseen in training),
-      half of the training requests with their free-text values swapped for random words (entity swap),
+    synthesize DroidCall-format train/test splits (test phrasings and free-text values unseen in training;
+      half of the training requests worded compositionally by pocketlm.intent.phrasings),
+      90% of the training requests with their free-text values swapped for random words (entity swap),
       half wrapped in openers/closers ("Hey, ...", "... thanks"); training also uses extra phrasings
       that the test split never does (synth.TRAIN_ONLY)
     → byte-level BPE tokenizer on the built-in corpus + the training conversations
@@ -30,7 +31,7 @@ from typing import Any, Callable
 
 @dataclass
 class IntentTinyConfig:
-    n_train: int = 6000  # synthesized training requests
+    n_train: int = 12000  # synthesized training requests
     n_test: int = 200  # held-out requests (DroidCall's test split has 200 too)
     multi_fraction: float = 0.3  # share of two-call (nested or parallel) requests
     augment_fraction: float = 0.9  # training requests whose free-text values are swapped (see augment_values)
