@@ -134,20 +134,14 @@ _CLOSERS = [" please", ", thanks", " right now", " asap", ", thank you", " now",
             " when you get a chance", " for me", ", cheers", " real quick", ", ok?", " thanks a lot", " please and thank you"]
 
 
-def _string_values(v) -> list[str]:
-    if isinstance(v, str):
-        return [v]
-    if isinstance(v, dict):
-        v = list(v.values())
-    return [x for item in v for x in _string_values(item)] if isinstance(v, list) else []
-
-
 def augment_phrasing(samples: list, fraction: float, seed: int) -> list:
     """Wrap a `fraction` of the training requests in openers/closers ("Hey, ...", "... thanks"), so a tiny
     model learns to find the function and the values by their cues rather than by where they sit in the
     sentence. Answers are unchanged (the wrapped values stay verbatim)."""
     import copy
     import random
+
+    from pocketlm.intent.grammar import string_values
 
     rng = random.Random(f"phrasing-{seed}")
     out = []
@@ -160,7 +154,7 @@ def augment_phrasing(samples: list, fraction: float, seed: int) -> list:
         if rng.random() < 0.7:
             opener = rng.choice(_OPENERS)
             # "Hey, set an alarm" but "Hey, Maria's number?": a value is copied as written, so keep its case
-            values = _string_values([c["arguments"] for c in s.answers])
+            values = string_values([c["arguments"] for c in s.answers])
             lower_first = (opener[-2] not in ":!" and len(q) > 1 and q[1].islower()
                            and not any(v and q.startswith(v) for v in values))
             q = opener + (q[0].lower() + q[1:] if lower_first else q)

@@ -253,13 +253,14 @@ class GrammarChooser:
 
 # ----------------------------------------------------------------------------- copy arguments
 
-def _strings(value: Any) -> list[str]:
+def string_values(value: Any) -> list[str]:
+    """Every string inside an argument value (lists and dicts walked), result references ("#0") left out."""
     if isinstance(value, str):
         return [] if value.startswith("#") else [value]
     if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
+        return [s for v in value for s in string_values(v)]
     if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
+        return [s for v in value.values() for s in string_values(v)]
     return []
 
 
@@ -271,7 +272,7 @@ def learn_copy_args(samples: Iterable[Sample], min_count: int = 5, min_share: fl
         q = s.query
         for call in s.answers:
             for arg, value in (call.get("arguments") or {}).items():
-                strings = _strings(value)
+                strings = string_values(value)
                 if strings:
                     hits = seen.setdefault((call["name"], arg), [0, 0])
                     hits[0] += all(x and is_span(q, x) for x in strings)
@@ -297,5 +298,5 @@ def load_intent_meta(ckpt_dir: str | Path) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-__all__ = ["CallGrammar", "GrammarChooser", "learn_copy_args", "save_intent_meta", "load_intent_meta",
-           "INVALID", "PREFIX", "COMPLETE", "INTENT_META"]
+__all__ = ["CallGrammar", "GrammarChooser", "learn_copy_args", "string_values", "save_intent_meta",
+           "load_intent_meta", "INVALID", "PREFIX", "COMPLETE", "INTENT_META"]

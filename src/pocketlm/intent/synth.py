@@ -21,6 +21,7 @@ import re
 import string
 from typing import Any, Callable
 
+from pocketlm.intent.phrasings import JOINERS, NESTED_FRAMES, PARALLEL, compose, finish, frame_template
 from pocketlm.intent.specs import Sample
 
 # ----------------------------------------------------------------------------- value pools
@@ -648,8 +649,6 @@ def is_test_phrasing(kind: str, text: str) -> bool:
 
 
 def _single(rng: random.Random, pools: _Pools, name: str, frames: bool = True) -> tuple[str, list[dict]]:
-    from pocketlm.intent.phrasings import frame_template
-
     gen, _ = TEMPLATES[name]
     use_frame = frames and pools.split == "train" and rng.random() < FRAME_FRACTION
     while True:
@@ -788,8 +787,6 @@ MULTI: dict[str, tuple[Callable, list[str]]] = {
 
 
 def _multi_frame(rng: random.Random, pools: _Pools, kind: str) -> tuple[str, list[dict]]:
-    from pocketlm.intent.phrasings import JOINERS, NESTED_FRAMES, PARALLEL, compose, finish
-
     while True:
         if kind in PARALLEL:  # two single-call wordings side by side, in either order
             parts = [_single(rng, pools, name, frames=True) for name in PARALLEL[kind]]
@@ -808,8 +805,6 @@ def _multi_frame(rng: random.Random, pools: _Pools, kind: str) -> tuple[str, lis
 
 
 def _multi(rng: random.Random, pools: _Pools, kind: str) -> tuple[str, list[dict]]:
-    from pocketlm.intent.phrasings import NESTED_FRAMES, PARALLEL
-
     if pools.split == "train" and (kind in NESTED_FRAMES or kind in PARALLEL) and rng.random() < FRAME_FRACTION:
         return _multi_frame(rng, pools, kind)
     gen, templates = MULTI[kind]
