@@ -96,8 +96,11 @@ def main() -> int:
                "n_test": res["n_test"], "n_train": res["n_train"], "target_accuracy": 0.8,
                "seconds": res["seconds"], "pipeline_seconds": res["total_seconds"], "wall_seconds": round(total, 1),
                "baseline_pretrained_only": baseline, "matcher": res["matcher"], "quick": args.quick,
-               "model": res["config"]["model"], "finetune": {k: res["finetune_recipe"][k] for k in (
-                   "method", "doc_style", "candidates", "max_steps", "epochs", "batch_size", "lr", "seq_len")},
+               "model": res["config"]["model"],
+               "tokenizer": {k: res["config"][k] for k in ("vocab_size", "space_tokens")},
+               "finetune": {k: res["finetune_recipe"][k] for k in (
+                   "method", "doc_style", "candidates", "max_steps", "epochs", "batch_size", "lr", "seq_len",
+                   "group_by_length")},
                "machine": machine()}
     print(json.dumps(summary))
     return 0

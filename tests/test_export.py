@@ -106,22 +106,25 @@ def test_fast_random_export_of_a_large_config(tmp_path):
     assert elapsed < 15
 
 
-@pytest.fixture(scope="module")
-def trained_checkpoint(tmp_path_factory):
-    """A tiny checkpoint with a byte-level BPE tokenizer trained in-process."""
+def _tiny_checkpoint(d, space_tokens=False):
     from pocketlm.checkpoint import save_checkpoint
     from pocketlm.model import PocketLM
     from pocketlm.tokenizer import train_tokenizer
 
-    d = tmp_path_factory.mktemp("ckpt")
     words = ["the", "cat", "sat", "on", "a", "mat", "phone", "runs", "small", "models", "fast", "2024",
              "hello", "world", "alarm", "at", "7", "am", "set", "timer"]
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(words, 12)) + "." for _ in range(400)]
-    tok_dir = train_tokenizer(texts, vocab_size=320, out_dir=d / "tok")
+    tok_dir = train_tokenizer(texts, vocab_size=320, out_dir=d / "tok", space_tokens=space_tokens)
     cfg = CFG.replace(vocab_size=320, eos_token_id=0)
     save_checkpoint(PocketLM.from_config(cfg, seed=0), d / "model", tokenizer=tok_dir)
     return d / "model"
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory):
+    """A tiny checkpoint with a byte-level BPE tokenizer trained in-process."""
+    return _tiny_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 @pytest.mark.slow  # trains a tokenizer and imports transformers (module fixture)
@@ -137,18 +140,20 @@ def test_checkpoint_export_embeds_tokenizer_and_chat_template(tmp_path, trained_
 
 
 @pytest.mark.slow  # trains a tokenizer and imports transformers (module fixture)
-def test_llamacpp_tokenizes_like_hugging_face(tmp_path, trained_checkpoint):
+@pytest.mark.parametrize("space_tokens", [False, True])
+def test_llamacpp_tokenizes_like_hugging_face(tmp_path, trained_checkpoint, space_tokens):
     llama_cpp = pytest.importorskip("llama_cpp")
     from transformers import AutoTokenizer
 
     from pocketlm.runtime import open_llama
 
-    path = export_gguf(trained_checkpoint, tmp_path / "m.gguf", quant="f32")
-    hf = AutoTokenizer.from_pretrained(str(trained_checkpoint))
+    ckpt = _tiny_checkpoint(tmp_path, space_tokens=True) if space_tokens else trained_checkpoint
+    path = export_gguf(ckpt, tmp_path / "m.gguf", quant="f32")
+    hf = AutoTokenizer.from_pretrained(str(ckpt))
     llm = open_llama(path, n_ctx=64, threads=1)
     try:
-        for text in ["the cat sat on a mat.", "set timer at 7 am", "hello  world 2024!",
-                     "<|im_start|>user\nhello<|im_end|>\n"]:
+        for text in ["the cat sat on a mat.", "set timer at 7 am", "hello  world 2024!", 'query="the cat"',
+                     "  indented\n\n\tmat (phone)", "<|im_start|>user\nhello<|im_end|>\n"]:
             ids = llm.tokenize(text.encode(), add_bos=True, special=True)
             assert ids == hf.encode(text), text
             assert llm.detokenize(ids, special=True).decode() == text

@@ -12,6 +12,7 @@ from pocketlm.finetune import (
     SFTBatches, apply_lora, collate, encode_chat, encode_prompt, load_chat_data, load_recipe,
     merge_adapter, pack_examples, prepare_tokenizer, recipe_from_dict, run_finetune, save_adapter,
     tokenize_conversations)
+from pocketlm.errors import UserError
 from pocketlm.training import IGNORE_INDEX, read_metrics
 
 WORDS = ("the cat sat on a mat dog ran far away quick brown fox jumps over lazy hello world what is "
@@ -152,6 +153,32 @@ def test_batches_cover_each_epoch_once_and_restore(ft_env):
     b2 = SFTBatches(rows, batch_size=5, micro=5, rank=0, world=1, seed=0, pad_id=0)
     b2.load_state_dict(state)
     assert torch.equal(next(b2)["input_ids"], nxt["input_ids"])
+
+
+def test_length_grouped_batches_pad_less_and_still_cover_each_epoch(ft_env):
+    rng = np.random.default_rng(1)
+    rows = [(np.arange(n), np.ones(n, dtype=bool)) for n in rng.integers(100, 400, size=600)]
+
+    def padding(b, steps):
+        total = 0
+        for _ in range(steps * b.accum):
+            ids = next(b)["input_ids"]
+            total += int((ids == -1).sum())
+        return total
+
+    plain = SFTBatches(rows, batch_size=16, micro=8, rank=0, world=1, seed=0, pad_id=-1)
+    grouped = SFTBatches(rows, batch_size=16, micro=8, rank=0, world=1, seed=0, pad_id=-1, group_by_length=True)
+    # every row once per epoch (600 rows = 37.5 batches: epoch boundaries inside a batch are fine)
+    seen = [i for s in range(75) for i in grouped.global_indices(s)]
+    assert sorted(seen[:600]) == sorted(seen[600:1200]) == list(range(600))
+    assert padding(grouped, 30) < 0.3 * padding(plain, 30)
+    # the order is still shuffled: micro-batch lengths are not sorted along the epoch
+    firsts = [len(rows[grouped.global_indices(s)[0]][0]) for s in range(30)]
+    assert firsts != sorted(firsts)
+    # resuming needs the same setting
+    grouped2 = SFTBatches(rows, batch_size=16, micro=8, rank=0, world=1, seed=0, pad_id=-1)
+    with pytest.raises(UserError, match="group_by_length"):
+        grouped2.load_state_dict(grouped.state_dict())
 
 
 def test_load_chat_data_skips_and_counts_bad_records(ft_env, tmp_path):

@@ -128,3 +128,31 @@ def test_a_copy_never_ends_on_punctuation():
     g = CallGrammar([SPECS["get_contact_info"]], "Modify contact Olivia, phone 555", copy_args=[("get_contact_info", "name")])
     assert g.check('result0 = get_contact_info(name="Olivia,")') == INVALID
     assert g.check('result0 = get_contact_info(name="Olivia")') == COMPLETE
+
+
+def test_an_escape_cannot_smuggle_text_into_a_copy():
+    # `"Gold\` used to end the check early (seen in a tiny model's output: query="Gold\)
+    g = CallGrammar([SPECS["web_search"]], "How do I get to Golden Gate Bridge?", copy_args=[("web_search", "query")])
+    assert g.check('result0 = web_search(query="Gold\\') == INVALID
+    assert g.check('result0 = web_search(query="Golden\\n') == INVALID
+    # a request that has quotes in it can be copied with them escaped
+    q = CallGrammar([SPECS["web_search"]], 'Search "deep learning" books', copy_args=[("web_search", "query")])
+    assert q.check('result0 = web_search(query="\\"deep learning\\" books")') == COMPLETE
+    assert q.check('result0 = web_search(query="\\"deep') == PREFIX
+    assert q.check('result0 = web_search(query="\\"dep') == INVALID
+
+
+def test_documented_value_sets_constrain_strings_and_dict_keys():
+    from pocketlm.intent.specs import documented_values
+
+    assert documented_values('Default is "baidu". Possible values are: "baidu", "google"') == \
+        {"choices": ("baidu", "google")}
+    assert documented_values("Keys (available key: 'email', 'phone'), values ...") == {"keys": ("email", "phone")}
+    assert documented_values('The days, e.g. ["Monday", "Tuesday"].') == {}
+    assert SPECS["open_settings"].arguments["setting_type"].choices[:2] == ("general", "wireless")
+    g = CallGrammar([SPECS["open_settings"], SPECS["ACTION_INSERT_CONTACT"]], "Add Tom, phone 555 1234")
+    assert g.check('result0 = open_settings(setting_type="wi') == PREFIX
+    assert g.check('result0 = open_settings(setting_type="wifi")') == COMPLETE
+    assert g.check('result0 = open_settings(setting_type="Wi-Fi")') == INVALID
+    assert g.check('result0 = ACTION_INSERT_CONTACT(contact_info={"phone": "555 1234"})') == COMPLETE
+    assert g.check('result0 = ACTION_INSERT_CONTACT(contact_info={"555": "phone"})') == INVALID

@@ -43,6 +43,27 @@ def test_digits_are_split_individually(tok_dir):
         assert [p for p in pieces if any(c.isdigit() for c in p)] == list(number)
 
 
+def test_space_tokens_keep_a_copied_word_the_same_token(tmp_path):
+    """With space_tokens a word inside a quoted value is the same id as in the sentence it was copied from
+    (GPT-2 style gives " Golden" in the request but "Golden" after the quote)."""
+    texts = ['How do I get to Golden Gate Bridge? query="Golden Gate Bridge"'] * 50 + TEXTS
+    plain = load_tokenizer(train_tokenizer(texts, 400, tmp_path / "plain"))
+    spaced = load_tokenizer(train_tokenizer(texts, 400, tmp_path / "spaced", space_tokens=True))
+    request, value = "How do I get to Golden Gate Bridge?", 'query="Golden Gate Bridge"'
+
+    def contains(tok, text, word):
+        ids, sub = tok.encode(text, add_special_tokens=False), tok.encode(word, add_special_tokens=False)
+        return any(ids[i:i + len(sub)] == sub for i in range(len(ids)))
+
+    assert contains(spaced, request, "Golden") and contains(spaced, value, "Golden")
+    assert contains(plain, value, "Golden") and not contains(plain, request, "Golden")  # " Golden" there
+    for text in TEXTS[:4] + ["  leading spaces, trailing  ", "\n\n", 'a="b c"']:
+        ids = spaced.encode(text, add_special_tokens=False)
+        assert spaced.decode(ids) == text
+        # no token but pure whitespace has a space in it
+        assert all(not any(c.isspace() for c in p) or p.isspace() for p in (spaced.decode([i]) for i in ids))
+
+
 def test_chat_template_through_auto_tokenizer(tok_dir):
     from transformers import AutoTokenizer
 
@@ -102,3 +123,7 @@ def test_cli_train(tmp_path, capsys):
     assert main(["tokenizer", "train", "--input", str(tmp_path / "nope*.txt"), "--vocab-size", "300",
                  "--out", str(tmp_path / "tok2")]) == 2
     assert "not found" in capsys.readouterr().err
+    assert main(["tokenizer", "train", "--input", str(tmp_path / "a.txt"), "--vocab-size", "300",
+                 "--out", str(tmp_path / "tok3"), "--space-tokens"]) == 0
+    pieces = load_tokenizer(tmp_path / "tok3").tokenize("The river flows")
+    assert all(p == "Ġ" or "Ġ" not in p for p in pieces) and "Ġ" in pieces

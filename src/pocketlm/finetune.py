@@ -75,6 +75,7 @@ class FinetuneRecipe:
     doc_style: str = "full"  # DroidCall records: full (DroidCall's code docs) | brief (one-line docs)
     seq_len: int = 2048  # max tokens per training sequence; longer conversations are truncated
     packing: bool = False  # concatenate conversations into seq_len rows (no cross-document masking)
+    group_by_length: bool = False  # micro-batches of similar lengths: less padding (unpacked rows only)
     method: str = "full"  # full | lora
     lora_r: int = 8
     lora_alpha: float = 16.0
@@ -557,14 +558,21 @@ def collate(rows: list[tuple[np.ndarray, np.ndarray]], pad_id: int) -> dict:
 class SFTBatches:
     """Global batches of rows drawn from a seeded permutation per epoch; state = the step number.
 
-    Each rank takes its slice of the global batch, cut into `grad_accum` micro-batches."""
+    Each rank takes its slice of the global batch, cut into `grad_accum` micro-batches.
+    `group_by_length` (as transformers' LengthGroupedSampler): the permutation is cut into windows of
+    64 global batches, each window sorted by length and cut into micro-batch blocks whose order is then
+    shuffled. A micro-batch pads to its longest row, so similar lengths waste less compute (~20% for
+    DroidCall prompts), while a window still mixes the whole epoch's order."""
+
+    GROUP_WINDOW = 64  # global batches per length-sorted window
 
     def __init__(self, rows: list[tuple[np.ndarray, np.ndarray]], batch_size: int, micro: int,
-                 rank: int, world: int, seed: int, pad_id: int):
+                 rank: int, world: int, seed: int, pad_id: int, group_by_length: bool = False):
         if not rows:
             raise UserError("no training sequences")
         self.rows, self.batch_size, self.micro = rows, batch_size, micro
         self.rank, self.world, self.seed, self.pad_id = rank, world, seed, pad_id
+        self.group_by_length = group_by_length
         self.accum = batch_size // (micro * world)
         self.step, self.micro_index = 0, 0
         self._perm_epoch, self._perm = -1, None
@@ -572,8 +580,18 @@ class SFTBatches:
 
     def _perm_for(self, epoch: int) -> np.ndarray:
         if epoch != self._perm_epoch:
-            self._perm = np.random.default_rng([self.seed, 0x5F7, epoch]).permutation(len(self.rows))
-            self._perm_epoch = epoch
+            rng = np.random.default_rng([self.seed, 0x5F7, epoch])
+            perm = rng.permutation(len(self.rows))
+            if self.group_by_length:
+                lengths = np.array([len(ids) for ids, _ in self.rows])
+                window, blocks = self.batch_size * self.GROUP_WINDOW, []
+                for w in range(0, len(perm), window):
+                    part = perm[w:w + window]
+                    part = part[np.argsort(lengths[part], kind="stable")]
+                    chunk = [part[i:i + self.micro] for i in range(0, len(part), self.micro)]
+                    blocks += [chunk[j] for j in rng.permutation(len(chunk))]
+                perm = np.concatenate(blocks)
+            self._perm, self._perm_epoch = perm, epoch
         return self._perm
 
     def global_indices(self, step: int) -> list[int]:
@@ -600,12 +618,15 @@ class SFTBatches:
     def state_dict(self) -> dict:
         if self.micro_index:
             raise RuntimeError("data state is only saved at optimizer-step boundaries")
-        return {"step": self.step, "seed": self.seed, "batch_size": self.batch_size, "rows": len(self.rows)}
+        return {"step": self.step, "seed": self.seed, "batch_size": self.batch_size, "rows": len(self.rows),
+                "group_by_length": self.group_by_length}
 
     def load_state_dict(self, state: dict) -> None:
-        for key, mine in (("seed", self.seed), ("batch_size", self.batch_size), ("rows", len(self.rows))):
-            if state.get(key) != mine:
-                raise UserError(f"cannot resume: the checkpoint was made with {key}={state.get(key)}, "
+        for key, mine in (("seed", self.seed), ("batch_size", self.batch_size), ("rows", len(self.rows)),
+                          ("group_by_length", self.group_by_length)):
+            theirs = state.get(key, False if key == "group_by_length" else None)  # older checkpoints lack it
+            if theirs != mine:
+                raise UserError(f"cannot resume: the checkpoint was made with {key}={theirs}, "
                                 f"this run has {mine} (changed data or recipe?)")
         self.step, self.micro_index = int(state["step"]), 0
 
@@ -862,7 +883,8 @@ def run_finetune(recipe: FinetuneRecipe, out_dir: str | os.PathLike, print_fn=No
             out.mkdir(parents=True, exist_ok=True)
             snapshot_recipe(out, recipe_to_dict(recipe), True)
         pad = tokenizer.pad_token_id
-        batches = SFTBatches(rows, recipe.batch_size, micro, dist_info.rank, world, recipe.seed, pad)
+        batches = SFTBatches(rows, recipe.batch_size, micro, dist_info.rank, world, recipe.seed, pad,
+                             group_by_length=recipe.group_by_length and not recipe.packing)
         evals = None
         if val_rows:
             mine = val_rows[dist_info.rank::world]

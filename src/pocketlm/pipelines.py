@@ -38,6 +38,7 @@ class IntentTinyConfig:
     rephrase_fraction: float = 0.5  # training requests wrapped in openers/closers (see augment_phrasing)
     seed: int = 0
     vocab_size: int = 2048
+    space_tokens: bool = True  # spaces are tokens of their own: copied words keep their token ids
     corpus_mb: float = 1.0  # built-in corpus size for the tokenizer and pre-training
     model: dict = field(default_factory=lambda: dict(
         hidden_size=192, num_layers=4, num_heads=6, num_kv_heads=3, intermediate_size=512,
@@ -233,7 +234,8 @@ def intent_tiny(out_dir: str | os.PathLike, cfg: IntentTinyConfig | None = None,
     # 2. tokenizer on the corpus + training conversations (never the test split)
     t0 = time.perf_counter()
     sources = {**{k: Path(v) for k, v in corpus.items()}, "intent": intent_text.parent}
-    tok_dir = train_tokenizer(list(sources.values()), cfg.vocab_size, out / "tokenizer")
+    tok_dir = train_tokenizer(list(sources.values()), cfg.vocab_size, out / "tokenizer",
+                              space_tokens=cfg.space_tokens)
     # the intent text is rendered ChatML: its <|im_start|>/<|im_end|> must become the special ids
     prepare([SourceSpec(name, paths=[str(p)], special_tokens=name == "intent") for name, p in sources.items()],
             tok_dir, out / "prepared", val_fraction=0.02)

@@ -8,9 +8,10 @@ argument its function lacks, a malformed literal, or drifts while copying a name
     result1 = FN(ARG=result0, ...)
 
 where FN is one of the candidate functions, each ARG an argument of FN (at most once), VALUE a Python
-literal of the argument's type or an earlier ``resultK``, and -- for the "copy" arguments -- every
-string a span of the request's words, as written. `constrained_generate` decodes greedily through it: of the tokens in
-logit order it takes the first that keeps the text valid, so it costs a check or two per token.
+literal of the argument's type or an earlier ``resultK``, one of the listed values where the docs give a
+closed set ("Possible values are: ..."; dict keys likewise), and -- for the "copy" arguments -- every
+string a span of the request's words, as written. `GrammarChooser` decodes greedily through it: of the
+tokens in logit order it takes the first that keeps the text valid, so it costs a check or two per token.
 
 Which arguments are copied verbatim from the request is a property of the data, not of the function
 docs ("wifi" for "Wi-Fi", ISO dates for "March 3 at 5 pm" are not copies): `learn_copy_args` finds
@@ -106,9 +107,11 @@ class CallGrammar:
             arg = self._ident([a for a in spec.arguments if a not in used])
             used.add(arg)
             self._lit("=")
-            self._value(spec.arguments[arg].type, line, (name, arg) in self.copy_args)
+            a = spec.arguments[arg]
+            self._value(a.type, line, (name, arg) in self.copy_args, a.choices, a.keys)
 
-    def _value(self, type_: str, line: int, copy: bool) -> None:
+    def _value(self, type_: str, line: int, copy: bool, choices: Sequence[str] = (),
+               keys: Sequence[str] = ()) -> None:
         if self._i >= len(self._t):
             raise _End
         ch = self._t[self._i]
@@ -126,12 +129,12 @@ class CallGrammar:
             self._ident(["None"])
             return
         if ch == '"' and kind in ("str", "any"):
-            return self._string(copy)
+            return self._string(copy, choices)
         if ch == "[" and kind in ("list", "any"):
-            return self._sequence("[", "]", lambda: self._value(inner, line, copy))
+            return self._sequence("[", "]", lambda: self._value(inner, line, copy, choices))
         if ch == "{" and kind in ("dict", "any"):
             def item():
-                self._string(False)
+                self._string(False, keys)
                 self._lit(": ")
                 self._value("any", line, copy)
             return self._sequence("{", "}", item)
@@ -164,16 +167,23 @@ class CallGrammar:
             item()
             first = False
 
-    def _string(self, copy: bool) -> None:
+    def _string(self, copy: bool, choices: Sequence[str] = ()) -> None:
+        """A string literal; a copy is a span of the request, and with `choices` one of those values."""
         self._lit('"')
         start = self._i
         while True:
             if self._i >= len(self._t):
-                if copy and not is_span(self.query, self._t[start:self._i], whole=False):
+                sofar = _unescape(self._t[start:self._i])
+                if copy and not is_span(self.query, sofar, whole=False):
+                    raise _Bad
+                if choices and not any(c.startswith(sofar) for c in choices):
                     raise _Bad
                 raise _End
             ch = self._t[self._i]
             if ch == "\\":
+                # a copy can only need an escape if the request itself has a quote or backslash
+                if copy and '"' not in self.query and "\\" not in self.query:
+                    raise _Bad
                 self._i += 2
                 if self._i > len(self._t):
                     raise _End
@@ -182,7 +192,9 @@ class CallGrammar:
                 raise _Bad
             if ch == '"':
                 content = self._t[start:self._i]
-                if copy and not (content and is_span(self.query, content, whole=True)):
+                if copy and not (content and is_span(self.query, _unescape(content), whole=True)):
+                    raise _Bad
+                if choices and _unescape(content) not in choices:
                     raise _Bad
                 self._i += 1
                 return
@@ -190,6 +202,11 @@ class CallGrammar:
 
 
 _TRAILING = ",.;:!?"
+
+
+def _unescape(literal: str) -> str:
+    """The text of a Python string literal's body (``\\"`` → ``"``), as far as it is complete."""
+    return re.sub(r"\\(.)", r"\1", literal[:-1] if re.search(r"(?<!\\)(\\\\)*\\$", literal) else literal)
 
 
 def is_span(query: str, content: str, whole: bool = True) -> bool:

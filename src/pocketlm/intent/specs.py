@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -38,6 +39,8 @@ class ArgSpec:
     default: Any = None         # DroidCall's checker treats a missing "default" as None
     description: str = ""
     match_type: str = "strict"  # "strict" | "semantic" (free text)
+    choices: tuple[str, ...] = ()  # the values the description allows ("Possible values are: ...")
+    keys: tuple[str, ...] = ()     # a dict argument's documented keys ("available key: 'email', ...")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,24 @@ class FunctionSpec:
         parts = [self.name.replace("_", " "), self.description]
         parts += [f"{a.name} {a.description}" for a in self.arguments.values()]
         return "\n".join(parts)
+
+
+# How DroidCall's docs introduce a closed set of values or dict keys (see api.jsonl).
+_CHOICES_INTRO = re.compile(r"possible values are:|available options:|can be one of the following:", re.I)
+_KEYS_INTRO = re.compile(r"available keys?:([^)]*)", re.I)
+
+
+def documented_values(description: str) -> dict[str, tuple[str, ...]]:
+    """{"choices": the quoted values after "Possible values are:" (or alike), "keys": a dict's
+    "available key: 'a', 'b'"} -- the schema the docs state in prose, for constrained decoding."""
+    out: dict[str, tuple[str, ...]] = {}
+    intro = _CHOICES_INTRO.search(description)
+    if intro:
+        out["choices"] = tuple(dict.fromkeys(re.findall(r'"([^"]+)"', description[intro.end():])))
+    keys = _KEYS_INTRO.search(description)
+    if keys:
+        out["keys"] = tuple(dict.fromkeys(re.findall(r"'([^']+)'", keys.group(1))))
+    return {k: v for k, v in out.items() if v}
 
 
 @dataclass
@@ -100,6 +121,7 @@ def _parse_spec(item: dict, annotations: dict[tuple[str, str], str]) -> Function
             default=info.get("default"),
             description=(info.get("description") or "").strip(),
             match_type=annotations.get(key) or _EXTRA_MATCH_TYPES.get(key, "strict"),
+            **documented_values(info.get("description") or ""),
         )
     return FunctionSpec(
         name=item["name"],
