@@ -573,6 +573,7 @@ class SFTBatches:
         self.rows, self.batch_size, self.micro = rows, batch_size, micro
         self.rank, self.world, self.seed, self.pad_id = rank, world, seed, pad_id
         self.group_by_length = group_by_length
+        self._lengths = np.array([len(ids) for ids, _ in rows]) if group_by_length else None
         self.accum = batch_size // (micro * world)
         self.step, self.micro_index = 0, 0
         self._perm_epoch, self._perm = -1, None
@@ -583,11 +584,10 @@ class SFTBatches:
             rng = np.random.default_rng([self.seed, 0x5F7, epoch])
             perm = rng.permutation(len(self.rows))
             if self.group_by_length:
-                lengths = np.array([len(ids) for ids, _ in self.rows])
                 window, blocks = self.batch_size * self.GROUP_WINDOW, []
                 for w in range(0, len(perm), window):
                     part = perm[w:w + window]
-                    part = part[np.argsort(lengths[part], kind="stable")]
+                    part = part[np.argsort(self._lengths[part], kind="stable")]
                     chunk = [part[i:i + self.micro] for i in range(0, len(part), self.micro)]
                     blocks += [chunk[j] for j in rng.permutation(len(chunk))]
                 perm = np.concatenate(blocks)

@@ -205,8 +205,9 @@ _TRAILING = ",.;:!?"
 
 
 def _unescape(literal: str) -> str:
-    """The text of a Python string literal's body (``\\"`` → ``"``), as far as it is complete."""
-    return re.sub(r"\\(.)", r"\1", literal[:-1] if re.search(r"(?<!\\)(\\\\)*\\$", literal) else literal)
+    """The text of a Python string literal's body (``\\"`` → ``"``). `_string` never passes a body that
+    ends inside an escape."""
+    return re.sub(r"\\(.)", r"\1", literal)
 
 
 def is_span(query: str, content: str, whole: bool = True) -> bool:
