@@ -106,7 +106,7 @@ def test_fast_random_export_of_a_large_config(tmp_path):
     assert elapsed < 15
 
 
-def _tiny_checkpoint(d, space_tokens=False):
+def _tiny_checkpoint(d, space_tokens=False, split_digits=True):
     from pocketlm.checkpoint import save_checkpoint
     from pocketlm.model import PocketLM
     from pocketlm.tokenizer import train_tokenizer
@@ -115,7 +115,8 @@ def _tiny_checkpoint(d, space_tokens=False):
              "hello", "world", "alarm", "at", "7", "am", "set", "timer"]
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(words, 12)) + "." for _ in range(400)]
-    tok_dir = train_tokenizer(texts, vocab_size=320, out_dir=d / "tok", space_tokens=space_tokens)
+    tok_dir = train_tokenizer(texts, vocab_size=320, out_dir=d / "tok", space_tokens=space_tokens,
+                              split_digits=split_digits)
     cfg = CFG.replace(vocab_size=320, eos_token_id=0)
     save_checkpoint(PocketLM.from_config(cfg, seed=0), d / "model", tokenizer=tok_dir)
     return d / "model"
@@ -140,20 +141,22 @@ def test_checkpoint_export_embeds_tokenizer_and_chat_template(tmp_path, trained_
 
 
 @pytest.mark.slow  # trains a tokenizer and imports transformers (module fixture)
-@pytest.mark.parametrize("space_tokens", [False, True])
-def test_llamacpp_tokenizes_like_hugging_face(tmp_path, trained_checkpoint, space_tokens):
+@pytest.mark.parametrize("space_tokens,split_digits", [(False, True), (True, True), (True, False), (False, False)])
+def test_llamacpp_tokenizes_like_hugging_face(tmp_path, trained_checkpoint, space_tokens, split_digits):
     llama_cpp = pytest.importorskip("llama_cpp")
     from transformers import AutoTokenizer
 
     from pocketlm.runtime import open_llama
 
-    ckpt = _tiny_checkpoint(tmp_path, space_tokens=True) if space_tokens else trained_checkpoint
+    ckpt = (_tiny_checkpoint(tmp_path, space_tokens=space_tokens, split_digits=split_digits)
+            if (space_tokens, split_digits) != (False, True) else trained_checkpoint)
     path = export_gguf(ckpt, tmp_path / "m.gguf", quant="f32")
     hf = AutoTokenizer.from_pretrained(str(ckpt))
     llm = open_llama(path, n_ctx=64, threads=1)
     try:
         for text in ["the cat sat on a mat.", "set timer at 7 am", "hello  world 2024!", 'query="the cat"',
-                     "  indented\n\n\tmat (phone)", "<|im_start|>user\nhello<|im_end|>\n"]:
+                     "  indented\n\n\tmat (phone)", "<|im_start|>user\nhello<|im_end|>\n",
+                     "alarm at 7:30, 2024 20242024 phone=7 2024"]:
             ids = llm.tokenize(text.encode(), add_bos=True, special=True)
             assert ids == hf.encode(text), text
             assert llm.detokenize(ids, special=True).decode() == text

@@ -64,6 +64,21 @@ def test_space_tokens_keep_a_copied_word_the_same_token(tmp_path):
         assert all(not any(c.isspace() for c in p) or p.isspace() for p in (spaced.decode([i]) for i in ids))
 
 
+def test_unsplit_digits_merge_number_runs_the_same_everywhere(tmp_path):
+    """split_digits=False: frequent numbers become single tokens, and a number copied from a sentence
+    into a quoted value is the same ids (with one token per digit, "2682" is four ids)."""
+    texts = ["call 389 202 2682 at 10:51, alarm 10 51", 'dial(phone="389 202 2682")'] * 50 + TEXTS
+    tok = load_tokenizer(train_tokenizer(texts, 400, tmp_path / "runs", space_tokens=True, split_digits=False))
+    assert [tok.decode([i]) for i in tok.encode("2682", add_special_tokens=False)] == ["2682"]
+    number = tok.encode("389 202 2682", add_special_tokens=False)
+    for text in ["call 389 202 2682 now", 'phone="389 202 2682"']:
+        ids = tok.encode(text, add_special_tokens=False)
+        assert any(ids[i:i + len(number)] == number for i in range(len(ids))), text
+        assert tok.decode(ids) == text
+    split = load_tokenizer(train_tokenizer(texts, 400, tmp_path / "split", space_tokens=True))
+    assert len(split.encode("2682", add_special_tokens=False)) == 4
+
+
 def test_chat_template_through_auto_tokenizer(tok_dir):
     from transformers import AutoTokenizer
 
@@ -127,3 +142,9 @@ def test_cli_train(tmp_path, capsys):
                  "--out", str(tmp_path / "tok3"), "--space-tokens"]) == 0
     pieces = load_tokenizer(tmp_path / "tok3").tokenize("The river flows")
     assert all(p == "Ġ" or "Ġ" not in p for p in pieces) and "Ġ" in pieces
+    (tmp_path / "n.txt").write_text("room 2682 and 2682 again, 2682 " * 40)
+    for flag, expect in (([], ["Ġ", "2", "6", "8", "2"]), (["--no-split-digits"], ["Ġ2682"])):
+        out = tmp_path / f"tok-digits{len(flag)}"
+        assert main(["tokenizer", "train", "--input", str(tmp_path / "n.txt"), "--vocab-size", "300",
+                     "--out", str(out)] + flag) == 0
+        assert load_tokenizer(out).tokenize(" 2682") == expect

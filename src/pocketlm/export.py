@@ -203,6 +203,10 @@ _LLAMA3_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}
 def _pre_tokenizer_name(tok: dict[str, Any]) -> str:
     pre = tok.get("pre_tokenizer") or {}
     items = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    # pocketlm's space-token split ("\s" isolated) needs no regex of its own: no learned merge crosses
+    # a space, so llama.cpp's regex for the rest gives the same tokens
+    items = [p for p in items if not (p.get("type") == "Split" and p.get("behavior") == "Isolated"
+                                      and (p.get("pattern") or {}).get("Regex") == r"\s")]
     types = [p.get("type") for p in items]
     if types == ["ByteLevel"] and items[0].get("use_regex", True):
         return "gpt-2"

@@ -39,6 +39,7 @@ class IntentTinyConfig:
     seed: int = 0
     vocab_size: int = 2048
     space_tokens: bool = True  # spaces are tokens of their own: copied words keep their token ids
+    split_digits: bool = True  # False: digit runs are BPE-merged ("51"), not one token per digit
     corpus_mb: float = 1.0  # built-in corpus size for the tokenizer and pre-training
     model: dict = field(default_factory=lambda: dict(
         hidden_size=192, num_layers=4, num_heads=6, num_kv_heads=3, intermediate_size=512,
@@ -47,6 +48,7 @@ class IntentTinyConfig:
     pretrain_seq_len: int = 512
     pretrain_batch: int = 8
     pretrain_lr: float = 3e-3
+    precision: str = "fp32"  # pre-training precision (the fine-tune's is in its recipe)
     finetune: dict = field(default_factory=dict)  # overrides of the intent-tiny finetune recipe
     max_new_tokens: int = 96
 
@@ -235,7 +237,7 @@ def intent_tiny(out_dir: str | os.PathLike, cfg: IntentTinyConfig | None = None,
     t0 = time.perf_counter()
     sources = {**{k: Path(v) for k, v in corpus.items()}, "intent": intent_text.parent}
     tok_dir = train_tokenizer(list(sources.values()), cfg.vocab_size, out / "tokenizer",
-                              space_tokens=cfg.space_tokens)
+                              space_tokens=cfg.space_tokens, split_digits=cfg.split_digits)
     # the intent text is rendered ChatML: its <|im_start|>/<|im_end|> must become the special ids
     prepare([SourceSpec(name, paths=[str(p)], special_tokens=name == "intent") for name, p in sources.items()],
             tok_dir, out / "prepared", val_fraction=0.02)
@@ -249,7 +251,7 @@ def intent_tiny(out_dir: str | os.PathLike, cfg: IntentTinyConfig | None = None,
     model_cfg.save(out / "model.yaml")
     pre = pretrain_recipe(dict(
         name="intent-tiny-base", model=str(out / "model.yaml"), data=str(prepared),
-        seq_len=cfg.pretrain_seq_len, batch_size=cfg.pretrain_batch, seed=cfg.seed, precision="fp32",
+        seq_len=cfg.pretrain_seq_len, batch_size=cfg.pretrain_batch, seed=cfg.seed, precision=cfg.precision,
         weight_decay=0.1, eval_every=0, eval_batches=1, save_every=0, log_every=10,
         phases=[dict(name="stable", mixture={"web": 0.3, "code": 0.1, "math": 0.1, "decay": 0.1, "intent": 0.4},
                      steps=cfg.pretrain_steps, schedule="wsd", warmup_steps=max(1, cfg.pretrain_steps // 10),
