@@ -97,7 +97,7 @@ def main() -> int:
                "seconds": res["seconds"], "pipeline_seconds": res["total_seconds"], "wall_seconds": round(total, 1),
                "baseline_pretrained_only": baseline, "matcher": res["matcher"], "quick": args.quick,
                "model": res["config"]["model"],
-               "tokenizer": {k: res["config"][k] for k in ("vocab_size", "space_tokens")},
+               "tokenizer": {k: res["config"][k] for k in ("vocab_size", "space_tokens", "split_digits")},
                "finetune": {k: res["finetune_recipe"][k] for k in (
                    "method", "doc_style", "candidates", "max_steps", "epochs", "batch_size", "lr", "seq_len",
                    "group_by_length")},

@@ -142,14 +142,13 @@ def test_checkpoint_export_embeds_tokenizer_and_chat_template(tmp_path, trained_
 
 @pytest.mark.slow  # trains a tokenizer and imports transformers (module fixture)
 @pytest.mark.parametrize("space_tokens,split_digits", [(False, True), (True, True), (True, False), (False, False)])
-def test_llamacpp_tokenizes_like_hugging_face(tmp_path, trained_checkpoint, space_tokens, split_digits):
+def test_llamacpp_tokenizes_like_hugging_face(tmp_path, space_tokens, split_digits):
     llama_cpp = pytest.importorskip("llama_cpp")
     from transformers import AutoTokenizer
 
     from pocketlm.runtime import open_llama
 
-    ckpt = (_tiny_checkpoint(tmp_path, space_tokens=space_tokens, split_digits=split_digits)
-            if (space_tokens, split_digits) != (False, True) else trained_checkpoint)
+    ckpt = _tiny_checkpoint(tmp_path, space_tokens=space_tokens, split_digits=split_digits)
     path = export_gguf(ckpt, tmp_path / "m.gguf", quant="f32")
     hf = AutoTokenizer.from_pretrained(str(ckpt))
     llm = open_llama(path, n_ctx=64, threads=1)
