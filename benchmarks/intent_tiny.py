@@ -2,7 +2,7 @@
 
     flock /tmp/pocketlm-bench.lock .venv/bin/python benchmarks/intent_tiny.py [--out DIR] [--quick]
 
-Stages (pocketlm.pipelines.intent_tiny): synthesize DroidCall-format data → tokenizer + data prepare →
+Stages (pocketlm.intent.pipeline.intent_tiny): synthesize DroidCall-format data → tokenizer + data prepare →
 short pre-training (built-in corpus + intent training text) → full fine-tuning on the code_short prompts
 (assistant-only loss) → greedy generation on the held-out test split → parse → DroidCall's metrics.
 The baseline a user would otherwise get is the same pre-trained model without the intent fine-tune,
@@ -45,7 +45,7 @@ def main() -> int:
     import shutil
 
     from pocketlm.intent import evaluate, get_matcher, load_droidcall, load_specs
-    from pocketlm.pipelines import IntentTinyConfig, intent_tiny, predict_intents
+    from pocketlm.intent.pipeline import IntentTinyConfig, intent_tiny, predict_intents
 
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)

@@ -2,7 +2,7 @@
 
 Measures 12 diverse random-weight configs spanning pocketlm's scope (63M-967M parameters; width,
 depth, heads, GQA, MLP ratio, vocabulary, tied/untied, q/k/v bias, head_dim) on pocketlm's llama.cpp
-backend at Q4_0 and a few prompt lengths, fits `pocketlm.latency.LatencyModel` on 8 configs and
+backend at Q4_0 and a few prompt lengths, fits `pocketlm.search.latency.LatencyModel` on 8 configs and
 reports the median absolute percentage error on the 4 HELD-OUT configs (a fixed rule, `split`) for
 TTFT (prefill) and decode time per token. Target: <= 10% for both. The alternative a user would
 otherwise reach for, the bandwidth/compute roofline with this machine's measured peaks, is scored on
@@ -24,10 +24,13 @@ import time
 from pathlib import Path
 
 
-from pocketlm import costs, hardware
-from pocketlm.bench import run_bench
-from pocketlm.config import ModelConfig
-from pocketlm.latency import DeviceProfile, LatencyModel, fit_profile, llc_bytes
+from pocketlm.model import costs
+
+
+from pocketlm.runtime import hardware
+from pocketlm.runtime.bench import run_bench
+from pocketlm.model.config import ModelConfig
+from pocketlm.search.latency import DeviceProfile, LatencyModel, fit_profile, llc_bytes
 
 
 def C(name, h, layers, heads, kv, ff, vocab, tied=True, bias=False, head_dim=None) -> ModelConfig:
@@ -38,7 +41,7 @@ def C(name, h, layers, heads, kv, ff, vocab, tied=True, bias=False, head_dim=Non
 
 # pocketlm's scope is 0.1-2B parameters, so the benchmark covers 63M-967M (Q4_0: 34-530 MiB of weights,
 # beyond this machine's effective cache; configs under ~50M run from cache and are what the
-# latency model's cache term is for, see pocketlm.latency). Diverse shapes: width, depth, heads, GQA,
+# latency model's cache term is for, see pocketlm.search.latency). Diverse shapes: width, depth, heads, GQA,
 # MLP ratio, vocabulary, tied/untied, q/k/v bias, head_dim.
 CONFIGS = [
     C("w512-l12", 512, 12, 8, 4, 1536, 49152),

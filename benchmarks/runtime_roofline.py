@@ -35,10 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pocketlm import costs, hardware
-from pocketlm.bench import decode_bytes_mean
-from pocketlm.export import export_gguf
-from pocketlm.presets import get_preset
+from pocketlm.model import costs
+
+from pocketlm.runtime import hardware
+from pocketlm.runtime.bench import decode_bytes_mean
+from pocketlm.runtime.gguf import export_gguf
+from pocketlm.model.presets import get_preset
 
 MODELS = {
     "qwen2.5-0.5b": get_preset("qwen2.5-0.5b"),
@@ -62,7 +64,7 @@ class RawLlama:
     def __init__(self, path: Path, n_ctx: int, threads: int):
         # a plain llama_cpp.Llama with the same n_ctx/threads/batch; open_llama only adds the
         # weight-repacking workaround a raw Llama(...) needs on VMs that fault on AMX
-        from pocketlm.runtime import open_llama
+        from pocketlm.runtime.engine import open_llama
 
         self.llm = open_llama(path, n_ctx=n_ctx, threads=threads)
         self.n_vocab = self.llm.n_vocab()
@@ -93,7 +95,7 @@ class Pocket:
     """pocketlm's runtime (either backend), timed through its public Runtime API."""
 
     def __init__(self, spec: str, backend: str, quant: str, n_ctx: int, threads: int, dtype: str = "float32"):
-        from pocketlm.runtime import load_runtime
+        from pocketlm.runtime.engine import load_runtime
 
         self.rt = load_runtime(spec, backend=backend, quant=quant, threads=threads, n_ctx=n_ctx, dtype=dtype)
 

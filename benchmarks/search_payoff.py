@@ -29,10 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from pocketlm.config import ModelConfig
-from pocketlm.presets import get_preset
-from pocketlm.search import SearchSettings, engine_config, run_search
-from pocketlm.search_space import format_count, parse_budget
+from pocketlm.model.config import ModelConfig
+from pocketlm.model.presets import get_preset
+from pocketlm.search.search import SearchSettings, engine_config, run_search
+from pocketlm.search.space import format_count, parse_budget
 
 TARGET = 1.25
 
@@ -43,7 +43,7 @@ def ab_compare(cfgs: dict[str, ModelConfig], prompt_len: int, decode_len: int, r
     ABBA...), warms it up and times one workload. Reloading matters: where a model's weights land in
     memory shifts its speed by a few percent for as long as it stays loaded, so one load per config
     would hide that from the spread. Returns per-config medians and spreads of e2e/ttft/prefill/decode."""
-    from pocketlm.runtime import load_runtime, measure
+    from pocketlm.runtime.engine import load_runtime, measure
 
     names = list(cfgs)
     samples: dict[str, list[dict]] = {n: [] for n in names}
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, name, stats, params in (("winner", first["winner"], w, first["winner_params_total"]),
                                        ("preset", preset_name, p, None)):
         if params is None:
-            from pocketlm import costs
+            from pocketlm.model import costs
 
             params = costs.param_groups(preset_cfg)["total"]
         print(f"{label + ': ' + name:<34.34} {format_count(params):>7} "
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
               f"differ by {diff:.1%}, spread ±{spread:.1%} -> {'OK' if stability['within_spread'] else 'NOT within spread'}")
 
     from pocketlm import __version__
-    from pocketlm.hardware import machine_info
+    from pocketlm.runtime.hardware import machine_info
 
     result = {
         "benchmark": "search_payoff", "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine_info(),

@@ -3,7 +3,7 @@
 Same config, same initial weights, same batch, same optimizer settings (AdamW 0.9/0.95, wd 0.1,
 grad clip 1.0), in one process: warm-up, then alternating timed blocks, medians. Also reports achieved
 FLOP/s as a fraction of a big-matmul peak measured in the same run (FLOPs per token from
-pocketlm.costs.flops_train_per_token: 3x the forward FLOPs including attention).
+pocketlm.model.costs.flops_train_per_token: 3x the forward FLOPs including attention).
 
     flock /tmp/pocketlm-bench.lock .venv/bin/python benchmarks/train_throughput.py [--preset pocket-9m]
 
@@ -63,9 +63,9 @@ def main(argv=None) -> int:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     import pocketlm
-    from pocketlm.config import resolve_config
-    from pocketlm.model import PocketLM
-    from pocketlm.training import (Schedule, Trainer, TrainerConfig, build_optimizer, measure_matmul_peak,
+    from pocketlm.model.config import resolve_config
+    from pocketlm.model.decoder import PocketLM
+    from pocketlm.train.trainer import (Schedule, Trainer, TrainerConfig, build_optimizer, measure_matmul_peak,
                                    train_flops_per_token)
 
     torch.manual_seed(0)

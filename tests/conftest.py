@@ -27,11 +27,11 @@ def run_cli(capsys):
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory):
     """A random-weight tiny checkpoint with a tokenizer trained on synthetic intent text."""
-    from pocketlm.checkpoint import save_checkpoint
+    from pocketlm.model.checkpoint import save_checkpoint
     from pocketlm.intent import format_answer, synthesize
-    from pocketlm.model import PocketLM
-    from pocketlm.presets import get_preset
-    from pocketlm.tokenizer import train_tokenizer
+    from pocketlm.model.decoder import PocketLM
+    from pocketlm.model.presets import get_preset
+    from pocketlm.data.tokenizer import train_tokenizer
 
     d = tmp_path_factory.mktemp("intent_ckpt")
     corpus = d / "corpus.txt"

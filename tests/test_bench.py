@@ -4,15 +4,19 @@ import json
 
 import pytest
 
-from pocketlm import bench, costs, hardware
+from pocketlm.runtime import bench
+
+from pocketlm.model import costs
+
+from pocketlm.runtime import hardware
 from pocketlm.errors import UserError
-from pocketlm.presets import get_preset
+from pocketlm.model.presets import get_preset
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
 
 def test_bench_cli_tiny_models_table_json_png(tmp_path, run_cli):
-    from pocketlm.export import export_gguf
+    from pocketlm.runtime.gguf import export_gguf
 
     gguf = export_gguf(get_preset("tiny-qwen"), tmp_path / "tq.gguf", quant="f16")
     out = tmp_path / "run"
@@ -34,7 +38,7 @@ def test_bench_cli_tiny_models_table_json_png(tmp_path, run_cli):
         assert r["roofline_tok_s"] == pytest.approx(want)
         assert r["roofline_fraction"] == pytest.approx(r["decode_tok_s"] / r["roofline_tok_s"])
     # results.json feeds the latency model directly
-    from pocketlm.latency import LatencyModel
+    from pocketlm.search.latency import LatencyModel
 
     assert LatencyModel.fit(recs).coefficients["q4_0"]["decode"]
 

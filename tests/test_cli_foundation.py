@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-from pocketlm.checkpoint import load_checkpoint
-from pocketlm.presets import PRESETS
+from pocketlm.model.checkpoint import load_checkpoint
+from pocketlm.model.presets import PRESETS
 
 
 def test_presets_json(run_cli):

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from pocketlm.config import ModelConfig, resolve_config
+from pocketlm.model.config import ModelConfig, resolve_config
 from pocketlm.errors import UserError
-from pocketlm.presets import PRESETS, get_preset
+from pocketlm.model.presets import PRESETS, get_preset
 
 
 def test_defaults_derive_head_dim_and_kv_heads():

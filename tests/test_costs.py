@@ -5,10 +5,10 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from pocketlm import costs
-from pocketlm.config import ModelConfig
-from pocketlm.model import KVCache, PocketLM
-from pocketlm.presets import PRESETS, get_preset
+from pocketlm.model import costs
+from pocketlm.model.config import ModelConfig
+from pocketlm.model.decoder import KVCache, PocketLM
+from pocketlm.model.presets import PRESETS, get_preset
 
 CONFIGS = ["tiny", "tiny-relu", "tiny-qwen", "tiny-untied"]
 

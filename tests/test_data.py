@@ -7,13 +7,13 @@ import os
 import numpy as np
 import pytest
 
-import pocketlm.data as data
+import pocketlm.data.prepare as data
 from pocketlm.cli import main
-from pocketlm.corpus import DEFAULT_MIXTURE, ensure_default_dataset, generate_documents, write_corpus
-from pocketlm.data import (MixtureSpec, ShardedTokens, SourceSpec, load_mixture, open_shards, parse_hf_arg,
+from pocketlm.data.corpus import DEFAULT_MIXTURE, ensure_default_dataset, generate_documents, write_corpus
+from pocketlm.data.prepare import (MixtureSpec, ShardedTokens, SourceSpec, load_mixture, open_shards, parse_hf_arg,
                            prepare, read_manifest)
 from pocketlm.errors import UserError
-from pocketlm.tokenizer import load_tokenizer, train_tokenizer
+from pocketlm.data.tokenizer import load_tokenizer, train_tokenizer
 
 DOCS = [f"Document {i}: the town of Elfenton had {i * 37} visitors on day {i}." for i in range(60)]
 
@@ -296,7 +296,7 @@ def test_resume_after_sigkill(tmp_path, tok, corpus):
     tok.save_pretrained(str(tmp_path / "tok"))
     kw = "shard_tokens=10_000, chunk_bytes=8_000, workers=1, progress=False"
     script = f"""
-import time, pocketlm.data as d
+import time, pocketlm.data.prepare as d
 real = d._work_files
 def slow(chunk):
     time.sleep(0.1)

@@ -53,7 +53,7 @@ def test_two_rank_ddp_and_fsdp_match_one_process(tmp_path):
                                                     .read_text().splitlines()) if "eval_loss" in r]
         assert len(evals) == 2 and max(abs(a - b) for a, b in zip(evals, single_evals)) < TOLERANCE
     # only rank 0 writes: one final checkpoint with the gathered (FSDP: unsharded) weights
-    from pocketlm.checkpoint import load_checkpoint
+    from pocketlm.model.checkpoint import load_checkpoint
 
     a = load_checkpoint(tmp_path / "fsdp" / "final").state_dict()
     b = load_checkpoint(tmp_path / "single" / "final").state_dict()

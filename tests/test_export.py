@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pocketlm.config import ModelConfig
+from pocketlm.model.config import ModelConfig
 from pocketlm.errors import UserError
-from pocketlm.export import QUANTS, export_gguf, llamacpp_problems, read_gguf
+from pocketlm.runtime.gguf import QUANTS, export_gguf, llamacpp_problems, read_gguf
 
 # dims are multiples of 32 so every matrix is really quantized (llama.cpp's block size)
 CFG = ModelConfig(vocab_size=512, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -84,7 +84,7 @@ def test_qwen2_arch_for_qkv_bias_and_tied_head(tmp_path):
 
 
 def test_permutation_matches_llamacpp_convention():
-    from pocketlm.export import _permute
+    from pocketlm.runtime.gguf import _permute
 
     # one head, head_dim 4: HF rows [x0, x1, y0, y1] (rotate-half pairs (x0,y0), (x1,y1))
     # → llama.cpp interleaved rows [x0, y0, x1, y1]
@@ -96,7 +96,7 @@ def test_fast_random_export_of_a_large_config(tmp_path):
     """A ~0.1B-parameter q4_0 candidate exports in well under a few seconds (search exports dozens)."""
     import time
 
-    from pocketlm.presets import get_preset
+    from pocketlm.model.presets import get_preset
 
     t0 = time.perf_counter()
     out = export_gguf(get_preset("smollm2-135m"), tmp_path / "s.gguf", quant="q4_0")
@@ -107,9 +107,9 @@ def test_fast_random_export_of_a_large_config(tmp_path):
 
 
 def _tiny_checkpoint(d, space_tokens=False, split_digits=True):
-    from pocketlm.checkpoint import save_checkpoint
-    from pocketlm.model import PocketLM
-    from pocketlm.tokenizer import train_tokenizer
+    from pocketlm.model.checkpoint import save_checkpoint
+    from pocketlm.model.decoder import PocketLM
+    from pocketlm.data.tokenizer import train_tokenizer
 
     words = ["the", "cat", "sat", "on", "a", "mat", "phone", "runs", "small", "models", "fast", "2024",
              "hello", "world", "alarm", "at", "7", "am", "set", "timer"]
@@ -146,7 +146,7 @@ def test_llamacpp_tokenizes_like_hugging_face(tmp_path, space_tokens, split_digi
     llama_cpp = pytest.importorskip("llama_cpp")
     from transformers import AutoTokenizer
 
-    from pocketlm.runtime import open_llama
+    from pocketlm.runtime.engine import open_llama
 
     ckpt = _tiny_checkpoint(tmp_path, space_tokens=space_tokens, split_digits=split_digits)
     path = export_gguf(ckpt, tmp_path / "m.gguf", quant="f32")
@@ -192,7 +192,7 @@ def test_damaged_gguf_is_a_user_error(tmp_path, damage):
 def test_bf16_encoding_rounds_like_torch():
     import torch
 
-    from pocketlm.export import _bf16_bits
+    from pocketlm.runtime.gguf import _bf16_bits
 
     w = np.random.default_rng(0).standard_normal(10_000).astype(np.float32) * 3
     w[:4] = [0.0, -0.0, 1e-40, 3.4e38]  # zero, signed zero, a subnormal, near max

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from pocketlm.finetune import (
+from pocketlm.train.sft import (
     SFTBatches, apply_lora, collate, encode_chat, encode_prompt, load_chat_data, load_recipe,
     merge_adapter, pack_examples, prepare_tokenizer, recipe_from_dict, run_finetune, save_adapter,
     tokenize_conversations)
 from pocketlm.errors import UserError
-from pocketlm.training import IGNORE_INDEX, read_metrics
+from pocketlm.train.trainer import IGNORE_INDEX, read_metrics
 
 WORDS = ("the cat sat on a mat dog ran far away quick brown fox jumps over lazy hello world what is "
          "your name alarm timer call send message").split()
@@ -32,10 +32,10 @@ def _conversation(rng: random.Random, multi: bool) -> list[dict]:
 @pytest.fixture(scope="module")
 def ft_env(tmp_path_factory):
     """A tokenizer trained in-process, a tiny random base checkpoint with it, a chat JSONL file."""
-    from pocketlm.checkpoint import save_checkpoint
-    from pocketlm.model import PocketLM
-    from pocketlm.presets import get_preset
-    from pocketlm.tokenizer import train_tokenizer
+    from pocketlm.model.checkpoint import save_checkpoint
+    from pocketlm.model.decoder import PocketLM
+    from pocketlm.model.presets import get_preset
+    from pocketlm.data.tokenizer import train_tokenizer
 
     root = tmp_path_factory.mktemp("ft")
     rng = random.Random(0)
@@ -48,7 +48,7 @@ def ft_env(tmp_path_factory):
             f.write(json.dumps({"messages": _conversation(rng, multi=i % 3 == 0)}) + "\n")
         f.write("{not json\n")
         f.write(json.dumps({"messages": [{"role": "user", "content": "no answer"}]}) + "\n")
-    from pocketlm.tokenizer import load_tokenizer
+    from pocketlm.data.tokenizer import load_tokenizer
 
     return {"root": root, "base": str(root / "base"), "data": str(data),
             "tok": prepare_tokenizer(load_tokenizer(root / "base"))}
@@ -65,8 +65,8 @@ def _recipe(env, **kw):
 def test_prompt_equals_transformers_apply_chat_template(ft_env, tmp_path):
     from transformers import AutoTokenizer
 
-    from pocketlm.finetune import _copy_tokenizer
-    from pocketlm.tokenizer import CHAT_TEMPLATE
+    from pocketlm.train.sft import _copy_tokenizer
+    from pocketlm.data.tokenizer import CHAT_TEMPLATE
 
     _copy_tokenizer(ft_env["base"], tmp_path)
     assert json.loads((tmp_path / "tokenizer_config.json").read_text())["chat_template"] == CHAT_TEMPLATE
@@ -208,7 +208,7 @@ def test_lora_adapter_merge_and_transformers_peft_parity(ft_env, tmp_path, run_c
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from pocketlm.checkpoint import load_checkpoint
+    from pocketlm.model.checkpoint import load_checkpoint
 
     torch.manual_seed(0)
     peft_model = apply_lora(load_checkpoint(ft_env["base"]), r=4, alpha=8, targets="q,k,gate,up,down")
@@ -249,7 +249,7 @@ def test_lora_adapter_merge_and_transformers_peft_parity(ft_env, tmp_path, run_c
 def test_finetune_cli_writes_checkpoint_transformers_loads(ft_env, tmp_path, run_cli):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pocketlm.checkpoint import load_checkpoint
+    from pocketlm.model.checkpoint import load_checkpoint
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"name: cli\nbase: {ft_env['base']}\ndata: {ft_env['data']}\nseq_len: 96\n"
@@ -327,7 +327,7 @@ def test_builtin_recipes_parse():
 
 def test_entity_swap_augmentation_keeps_query_and_answer_consistent():
     from pocketlm.intent import load_specs, synthesize
-    from pocketlm.pipelines import augment_values
+    from pocketlm.intent.pipeline import augment_values
 
     specs = load_specs()
     orig = synthesize(60, seed=3)
@@ -346,7 +346,7 @@ def test_entity_swap_augmentation_keeps_query_and_answer_consistent():
 
 
 def test_droidcall_finetune_records_prompt_style_and_copy_args(tmp_path):
-    from pocketlm.finetune import recipe_from_dict, write_intent_meta
+    from pocketlm.train.sft import recipe_from_dict, write_intent_meta
     from pocketlm.intent import synthesize
     from pocketlm.intent.grammar import load_intent_meta
     from pocketlm.intent.specs import write_droidcall

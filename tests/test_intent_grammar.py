@@ -111,7 +111,7 @@ def test_constrained_decoding_always_parses_even_with_random_weights(tiny_ckpt):
 @pytest.mark.slow  # tiny checkpoint → F32 GGUF → llama.cpp
 def test_llamacpp_constrained_decoding_matches_torch(tiny_ckpt, tmp_path):
     pytest.importorskip("llama_cpp")
-    from pocketlm.export import export_gguf
+    from pocketlm.runtime.gguf import export_gguf
     from pocketlm.intent.infer import LlamaCppRunner, TorchRunner, predict
 
     gguf = export_gguf(str(tiny_ckpt), tmp_path / "m.gguf", quant="f32")

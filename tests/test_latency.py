@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from pocketlm import latency as L
+from pocketlm.search import latency as L
 from pocketlm.errors import UserError
-from pocketlm.presets import get_preset
+from pocketlm.model.presets import get_preset
 
 TRUE = {
     "decode": {"fixed_s": 3e-4, "per_layer_s": 4e-5, "s_per_byte": 1 / 38e9, "s_per_flop": 1 / 180e9,
@@ -216,7 +216,7 @@ def test_fit_and_predict_cli(tmp_path, run_cli):
 
 
 def test_calibrate_reads_model_configs_from_gguf_files(tmp_path):
-    from pocketlm.export import export_gguf
+    from pocketlm.runtime.gguf import export_gguf
 
     cfgs = [get_preset("tiny").replace(hidden_size=h, num_layers=n, name=f"m{i}")
             for i, (h, n) in enumerate([(64, 2), (96, 3), (128, 2)])]

@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from pocketlm.checkpoint import load_checkpoint, read_state_dict, save_checkpoint
-from pocketlm.config import ModelConfig
+from pocketlm.model.checkpoint import load_checkpoint, read_state_dict, save_checkpoint
+from pocketlm.model.config import ModelConfig
 from pocketlm.errors import UserError
-from pocketlm.model import KVCache, PocketLM
-from pocketlm.presets import PRESETS, get_preset
+from pocketlm.model.decoder import KVCache, PocketLM
+from pocketlm.model.presets import PRESETS, get_preset
 
 transformers = pytest.importorskip("transformers")
 
@@ -64,7 +64,7 @@ def test_preset_param_count_equals_transformers_meta_model(name):
                                                   if k not in ("architectures", "pocketlm")})
     with torch.device("meta"):
         hf = transformers.AutoModelForCausalLM.from_config(hf_cfg)
-    from pocketlm.costs import param_groups
+    from pocketlm.model.costs import param_groups
 
     assert param_groups(cfg)["total"] == sum(p.numel() for p in hf.parameters())
 

@@ -8,7 +8,7 @@ import pytest
 @pytest.mark.slow  # tokenizer + 3 pre-training steps + 3 fine-tuning steps + 2 x 6 generations
 def test_intent_tiny_pipeline_writes_every_stage(tmp_path):
     from pocketlm.intent.grammar import load_intent_meta
-    from pocketlm.pipelines import IntentTinyConfig, intent_tiny
+    from pocketlm.intent.pipeline import IntentTinyConfig, intent_tiny
 
     cfg = IntentTinyConfig(n_train=64, n_test=6, corpus_mb=0.2, pretrain_steps=3, max_new_tokens=24,
                            finetune={"max_steps": 3, "synth_samples": 64, "save_every": 0})
@@ -37,7 +37,7 @@ def test_augmenters_keep_copied_values_verbatim():
     from pocketlm.intent import load_specs, synthesize
     from pocketlm.intent.grammar import learn_copy_args
     from pocketlm.intent.specs import Sample
-    from pocketlm.pipelines import augment_phrasing, augment_values
+    from pocketlm.intent.pipeline import augment_phrasing, augment_values
 
     specs = load_specs()
     s = Sample("Maria's phone number?", [{"id": 0, "name": "get_contact_info",

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from pocketlm.errors import UserError
-from pocketlm.pretrain import (
+from pocketlm.train.pretrain import (
     PretrainBatches, apply_overrides, builtin_recipes, load_recipe, permute, plan_phases, recipe_from_dict)
-from pocketlm.training import PhasedSchedule, Schedule, build_optimizer
+from pocketlm.train.trainer import PhasedSchedule, Schedule, build_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ WORDS = ("the cat sat on a mat and the dog ran to the park while birds sang in t
 
 def make_data_dir(root: Path, vocab_size: int = 300) -> Path:
     """A prepared data dir by the manifest contract: HF tokenizer + uint16 shards, two sources."""
-    from pocketlm.tokenizer import train_tokenizer
+    from pocketlm.data.tokenizer import train_tokenizer
 
     rng = np.random.default_rng(0)
     docs = {"web": [" ".join(rng.choice(WORDS[:20], size=rng.integers(20, 80))) for _ in range(300)],
@@ -93,8 +93,8 @@ def test_schedules_hit_their_endpoints():
 
 
 def test_optimizer_groups_follow_phonelm():
-    from pocketlm.model import PocketLM
-    from pocketlm.presets import get_preset
+    from pocketlm.model.decoder import PocketLM
+    from pocketlm.model.presets import get_preset
 
     model = PocketLM.from_config(get_preset("tiny-qwen"))
     opt = build_optimizer(model, lr=1e-3)
@@ -161,7 +161,7 @@ def test_max_steps_shrinks_phases_and_tokens_budget(data_dir):
     r = recipe_from_dict({"data": str(data_dir), "seq_len": 32, "batch_size": 8, "max_steps": 6,
                           "phases": [{"name": "stable", "tokens": 8 * 32 * 10, "warmup_steps": 5},
                                      {"name": "decay", "steps": 2, "schedule": "linear"}]})
-    from pocketlm.data import read_manifest
+    from pocketlm.data.prepare import read_manifest
 
     plans = plan_phases(r, read_manifest(data_dir))
     assert [p.steps for p in plans] == [5, 1] and plans[0].schedule.warmup_steps == 2
@@ -180,7 +180,7 @@ def _plans(data_dir):
     r = recipe_from_dict({"data": str(data_dir), "seq_len": 32, "batch_size": 8,
                           "phases": [{"name": "a", "steps": 3, "mixture": {"web": 1.0}},
                                      {"name": "b", "steps": 50, "mixture": {"web": 0.5, "code": 0.5}}]})
-    from pocketlm.data import read_manifest
+    from pocketlm.data.prepare import read_manifest
 
     return plan_phases(r, read_manifest(data_dir))
 
@@ -248,7 +248,7 @@ def test_sigkill_then_resume_gives_bit_identical_losses(data_dir, tmp_path):
     # the final checkpoint is a standard one: transformers loads it and agrees with our model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pocketlm.checkpoint import load_checkpoint
+    from pocketlm.model.checkpoint import load_checkpoint
 
     hf = AutoModelForCausalLM.from_pretrained(str(cut / "final")).eval()
     tok = AutoTokenizer.from_pretrained(str(cut / "final"))
@@ -262,8 +262,8 @@ def test_sigkill_then_resume_gives_bit_identical_losses(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_pretrain_starts_from_pocketlm_init_output(data_dir, tmp_path, run_cli):
-    from pocketlm.checkpoint import load_checkpoint
-    from pocketlm.pretrain import run_pretrain
+    from pocketlm.model.checkpoint import load_checkpoint
+    from pocketlm.train.pretrain import run_pretrain
 
     code, _, err = run_cli("init", "tiny-relu", "--out", tmp_path / "init", "--seed", "7")
     assert code == 0, err

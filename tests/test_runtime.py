@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from pocketlm.config import ModelConfig
+from pocketlm.model.config import ModelConfig
 from pocketlm.errors import UserError
-from pocketlm.generate import generate, sample_next
-from pocketlm.model import PocketLM
-from pocketlm.runtime import load_runtime, measure
+from pocketlm.runtime.sampling import generate, sample_next
+from pocketlm.model.decoder import PocketLM
+from pocketlm.runtime.engine import load_runtime, measure
 
 BASE = dict(vocab_size=512, hidden_size=64, num_layers=2, intermediate_size=192, max_position_embeddings=256)
 CONFIGS = {
@@ -75,7 +75,7 @@ def test_quantized_exports_load_and_generate(quant):
 
 def test_random_config_on_llamacpp_with_placeholder_vocab(tmp_path):
     pytest.importorskip("llama_cpp")
-    from pocketlm.presets import get_preset
+    from pocketlm.model.presets import get_preset
 
     cfg = get_preset("tiny")  # intermediate 176: ffn_down falls back to F16 in a q4_0 export
     rt = load_runtime("tiny", backend="llamacpp", quant="q4_0", threads=1, cache_dir=tmp_path)
@@ -152,7 +152,7 @@ def test_peak_rss_tracks_allocations():
     import sys
 
     code = ("import numpy as np\n"
-            "from pocketlm.runtime import peak_rss_mb, reset_peak_rss\n"
+            "from pocketlm.runtime.engine import peak_rss_mb, reset_peak_rss\n"
             "if not reset_peak_rss(): print('unsupported'); raise SystemExit\n"
             "before = peak_rss_mb()\n"
             "block = np.ones(256 * 1024 * 1024 // 8)\n"
@@ -179,7 +179,7 @@ def test_cli_generate(run_cli, tmp_path):
     code, out, err = run_cli("generate", "tiny", "--prompt", "hello")
     assert code == 2 and "--prompt-ids" in err and len(err.strip().splitlines()) == 1
     bad = tmp_path / "cut.gguf"
-    from pocketlm.export import export_gguf
+    from pocketlm.runtime.gguf import export_gguf
 
     data = export_gguf("tiny", tmp_path / "ok.gguf", quant="f16").read_bytes()
     bad.write_bytes(data[: len(data) // 2])
@@ -193,8 +193,8 @@ def test_cli_generate(run_cli, tmp_path):
 def test_cli_generate_text_with_tokenizer(run_cli, tmp_path):
     """--prompt TEXT and --chat on a checkpoint with a tokenizer, on both backends."""
     pytest.importorskip("llama_cpp")
-    from pocketlm.checkpoint import save_checkpoint
-    from pocketlm.tokenizer import train_tokenizer
+    from pocketlm.model.checkpoint import save_checkpoint
+    from pocketlm.data.tokenizer import train_tokenizer
 
     rng = np.random.default_rng(0)
     words = ["set", "an", "alarm", "for", "seven", "call", "mom", "open", "the", "camera"]

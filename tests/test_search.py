@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from pocketlm import costs
-from pocketlm.config import ModelConfig
+from pocketlm.model import costs
+from pocketlm.model.config import ModelConfig
 from pocketlm.errors import UserError
-from pocketlm.search import ResultStore, SearchSettings, engine_config, objective_cost, run_search
-from pocketlm.search_space import Constraints, SearchSpace, enumerate_space, format_count, parse_budget
+from pocketlm.search.search import ResultStore, SearchSettings, engine_config, objective_cost, run_search
+from pocketlm.search.space import Constraints, SearchSpace, enumerate_space, format_count, parse_budget
 
 SMALL_SPACE = """
 hidden_size: [64, 96, 128, 192]
@@ -199,7 +199,7 @@ def test_search_finds_the_fastest_shape_of_a_fake_engine(tmp_path, small_space):
     candidate shapes without timing the whole space."""
     s = settings(tmp_path, small_space, max_measure=20, tolerance=0.1)
     summary = run_search(s, measure_fn=fake_engine(), progress=False, log=lambda m: None)
-    from pocketlm.search import candidate_units
+    from pocketlm.search.search import candidate_units
 
     units, _ = candidate_units(enumerate_space(SearchSpace.load(small_space), s.constraints()).candidates, "torch")
     truth = sorted(units, key=lambda u: objective_cost(fake_engine()(u.measured_cfg, 1, 0), "e2e"))
@@ -255,7 +255,7 @@ def test_relu_candidates_are_timed_with_the_silu_substitute_on_llamacpp(tmp_path
 
 
 def test_baselines_are_presets_near_the_budget_with_the_search_vocab(tmp_path):
-    from pocketlm.search import baseline_units
+    from pocketlm.search.search import baseline_units
 
     s = SearchSettings(budget=parse_budget("0.5B"), out=tmp_path, backend="llamacpp")
     units = baseline_units(s)
@@ -283,7 +283,7 @@ def test_speedup_against_presets_is_reported(tmp_path):
     report = (tmp_path / "o" / "report.md").read_text()
     assert "Speedup:" in report
     # the winner and the preset side by side with both parameter counts (an untied winner is flagged)
-    from pocketlm.presets import get_preset
+    from pocketlm.model.presets import get_preset
 
     preset_params = costs.param_groups(get_preset(summary["best_preset"]))
     assert summary["best_preset_params_non_embedding"] == preset_params["non_embedding"]
@@ -295,7 +295,7 @@ def test_speedup_against_presets_is_reported(tmp_path):
 @pytest.mark.slow
 def test_cli_search_on_the_torch_backend(run_cli, tmp_path, small_space):
     """End to end on a real engine (tiny models, torch backend): files, JSON summary, winner loads."""
-    pytest.importorskip("pocketlm.runtime")
+    pytest.importorskip("pocketlm.runtime.engine")
     out = tmp_path / "o"
     code, stdout, err = run_cli("search", "--budget", "1M", "--vocab-size", "512", "--space", small_space,
                                 "--backend", "torch", "--prompt-len", "8", "--decode-len", "4", "--max-measure", "3",
@@ -310,7 +310,7 @@ def test_cli_search_on_the_torch_backend(run_cli, tmp_path, small_space):
 
 
 def test_objectives_and_pareto_front():
-    from pocketlm.search import Unit, pareto_front, speedup
+    from pocketlm.search.search import Unit, pareto_front, speedup
 
     fast, slow = {"e2e_s": 1.0, "ttft_s": 0.2, "prefill_tok_s": 500.0, "decode_tok_s": 100.0}, \
         {"e2e_s": 2.0, "ttft_s": 0.4, "prefill_tok_s": 250.0, "decode_tok_s": 50.0}

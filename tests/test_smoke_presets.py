@@ -5,10 +5,10 @@ through the torch model, a standard checkpoint, GGUF export and llama.cpp where 
 import pytest
 import torch
 
-from pocketlm.config import ModelConfig
-from pocketlm.export import export_gguf, llamacpp_problems
-from pocketlm.presets import PRESETS
-from pocketlm.runtime import load_runtime
+from pocketlm.model.config import ModelConfig
+from pocketlm.runtime.gguf import export_gguf, llamacpp_problems
+from pocketlm.model.presets import PRESETS
+from pocketlm.runtime.engine import load_runtime
 
 
 def shrink(cfg: ModelConfig) -> ModelConfig:

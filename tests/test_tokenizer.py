@@ -6,7 +6,7 @@ import pytest
 
 from pocketlm.cli import main
 from pocketlm.errors import UserError
-from pocketlm.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, load_tokenizer, render_chat, train_tokenizer
+from pocketlm.data.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, load_tokenizer, render_chat, train_tokenizer
 
 TEXTS = [
     "The river Ithka flows through Elfenton and reaches the sea in 1770.",

@@ -10,24 +10,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
-from typing import Any
 
 from pocketlm.errors import UserError
 
 STAGE_MODULES = (
-    "pocketlm.info",       # presets, info, init
-    "pocketlm.tokenizer",  # tokenizer train
-    "pocketlm.data",       # data prepare
-    "pocketlm.pretrain",   # pretrain
-    "pocketlm.finetune",   # finetune
-    "pocketlm.intent",     # intent, intent eval, intent data
-    "pocketlm.export",     # export
-    "pocketlm.runtime",    # generate
-    "pocketlm.bench",      # bench
-    "pocketlm.latency",    # latency fit / predict / calibrate
-    "pocketlm.search",     # search
+    "pocketlm.model.cli",         # presets, info, init
+    "pocketlm.data.tokenizer",    # tokenizer train
+    "pocketlm.data.prepare",      # data prepare
+    "pocketlm.train.pretrain",    # pretrain
+    "pocketlm.train.sft",         # finetune
+    "pocketlm.intent",            # intent, intent eval, intent data
+    "pocketlm.runtime.gguf",      # export
+    "pocketlm.runtime.engine",    # generate
+    "pocketlm.runtime.bench",     # bench
+    "pocketlm.search.latency",    # latency fit / predict / calibrate
+    "pocketlm.search.search",     # search
 )
 
 
@@ -45,10 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name in STAGE_MODULES:
         importlib.import_module(name).register(sub)
     return parser
-
-
-def print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,7 +55,7 @@ def _dispatch(args) -> int:
 
 
 def _print_json(data) -> None:
-    from pocketlm.cli import print_json
+    from pocketlm.utils import print_json
 
     print_json(data)
 

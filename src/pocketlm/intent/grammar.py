@@ -240,7 +240,7 @@ def _kind(type_: str) -> tuple[str, str, bool]:
 # ----------------------------------------------------------------------------- decoding
 
 class GrammarChooser:
-    """Greedy token choice for `pocketlm.generate.stream(choose=...)` that keeps the output valid.
+    """Greedy token choice for `pocketlm.runtime.sampling.stream(choose=...)` that keeps the output valid.
 
     In logit order it takes the first token whose text keeps the answer a valid prefix (usually the first
     or second one; a model that has lost its way may need many checks); a stop token only once the answer

@@ -1,6 +1,6 @@
 """Run a model on code_short prompts: greedy completion with our PyTorch model (checkpoint dir) or
 llama.cpp (GGUF file), the same chat template either way (the tokenizer's, i.e.
-pocketlm.tokenizer.CHAT_TEMPLATE for checkpoints we save)."""
+pocketlm.data.tokenizer.CHAT_TEMPLATE for checkpoints we save)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class TorchRunner(Runner):
     backend = "torch"
 
     def __init__(self, ckpt_dir: str):
-        from pocketlm.checkpoint import is_checkpoint_dir, load_model, load_tokenizer
+        from pocketlm.model.checkpoint import is_checkpoint_dir, load_model, load_tokenizer
 
         if not os.path.isdir(ckpt_dir) or not is_checkpoint_dir(ckpt_dir):
             raise UserError(f"{ckpt_dir} is not a pocketlm checkpoint directory")
@@ -66,7 +66,7 @@ class TorchRunner(Runner):
         return self.tok.decode([tok]) if tok < len(self.tok) else ""
 
     def complete(self, messages: list[dict], max_new_tokens: int = 128, grammar: CallGrammar | None = None) -> str:
-        from pocketlm.generate import generate
+        from pocketlm.runtime.sampling import generate
 
         ids = self.prompt_ids(messages)
         if len(ids) >= self.max_context:
@@ -94,7 +94,7 @@ class LlamaCppRunner(Runner):
         self.llm = Llama(model_path=gguf_path, n_ctx=n_ctx, verbose=False, seed=0)
         self.tok = None
         if tokenizer_dir:
-            from pocketlm.checkpoint import load_tokenizer
+            from pocketlm.model.checkpoint import load_tokenizer
 
             self.tok = load_tokenizer(tokenizer_dir)
             self.meta = load_intent_meta(tokenizer_dir)
@@ -132,7 +132,7 @@ class LlamaCppRunner(Runner):
         if self.tok is not None:
             text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         else:  # our ChatML template, rendered the same way as transformers does
-            from pocketlm.tokenizer import render_chat
+            from pocketlm.data.tokenizer import render_chat
 
             text = render_chat(messages, add_generation_prompt=True)
         n_prompt = len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))

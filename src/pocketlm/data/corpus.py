@@ -640,8 +640,8 @@ def ensure_default_dataset(cache_dir: str | os.PathLike | None = None, vocab_siz
     """
     import fcntl
 
-    from pocketlm.data import MANIFEST, SourceSpec, prepare, read_manifest
-    from pocketlm.tokenizer import train_tokenizer
+    from pocketlm.data.prepare import MANIFEST, SourceSpec, prepare, read_manifest
+    from pocketlm.data.tokenizer import train_tokenizer
 
     root = Path(cache_dir) if cache_dir else default_cache_dir() / "default-data"
     key = f"v{CORPUS_VERSION}-seed{seed}-{size_mb:g}mb-vocab{vocab_size}"

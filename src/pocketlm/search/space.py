@@ -17,8 +17,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from pocketlm import costs
-from pocketlm.config import ACTIVATIONS, ModelConfig, read_structured_file
+from pocketlm.model import costs
+from pocketlm.model.config import ACTIVATIONS, ModelConfig, read_structured_file
 from pocketlm.errors import UserError
 
 BUDGET_KINDS = ("total", "non-embedding")

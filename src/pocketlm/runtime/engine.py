@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from pocketlm.config import ModelConfig
+from pocketlm.model.config import ModelConfig
 from pocketlm.errors import UserError
 
 BACKENDS = ("torch", "llamacpp")
@@ -207,7 +207,7 @@ class Runtime:
         """Sample up to max_new_tokens (the stop token, if hit, is not included)."""
         import torch
 
-        from pocketlm.generate import check_sampling, sample_next
+        from pocketlm.runtime.sampling import check_sampling, sample_next
 
         check_sampling(temperature, top_k, top_p)
         if max_new_tokens < 1:
@@ -269,7 +269,7 @@ class TorchRuntime(Runtime):
     def _eval_prompt(self, ids):
         import torch
 
-        from pocketlm.model import KVCache
+        from pocketlm.model.decoder import KVCache
 
         if self._cache is None:
             self._cache = KVCache(self.config, 1, self.n_ctx, self.dtype)
@@ -292,7 +292,7 @@ class LlamaCppRuntime(Runtime):
 
     def __init__(self, path: str | os.PathLike, n_ctx: int, threads: int, seed: int = 0,
                  tokenizer: Any = None, cleanup: str | None = None):
-        from pocketlm.export import read_gguf
+        from pocketlm.runtime.gguf import read_gguf
 
         info = read_gguf(path)  # validates: a damaged file is a UserError, not a segfault
         cfg = info["config"]
@@ -443,8 +443,8 @@ _PROBE_RESULT: bool | None = None
 _PROBE = r"""
 import sys, tempfile, os
 import llama_cpp
-from pocketlm.config import ModelConfig
-from pocketlm.export import export_gguf
+from pocketlm.model.config import ModelConfig
+from pocketlm.runtime.gguf import export_gguf
 d = tempfile.mkdtemp()
 p = export_gguf(ModelConfig(vocab_size=512, hidden_size=128, num_layers=1, num_heads=4,
                             intermediate_size=256), os.path.join(d, "probe.gguf"), quant="q4_0")
@@ -514,7 +514,7 @@ def _is_gguf(spec: str) -> bool:
 
 
 def _has_weights(spec: str) -> bool:
-    from pocketlm.checkpoint import is_checkpoint_dir
+    from pocketlm.model.checkpoint import is_checkpoint_dir
 
     d = Path(spec)
     return is_checkpoint_dir(d) and any((d / f).exists() for f in (
@@ -538,7 +538,7 @@ def load_runtime(spec: Any, backend: str = "llamacpp", quant: str = "q4_0", thre
     file as is, or an export in `quant` (to `cache_dir` for configs, reused across calls; else a
     temp dir removed on close()). Threads default to all cores; n_ctx is capped at the model's max.
     """
-    from pocketlm.export import QUANTS, export_gguf, llamacpp_problems
+    from pocketlm.runtime.gguf import QUANTS, export_gguf, llamacpp_problems
 
     if backend not in BACKENDS:
         raise UserError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
@@ -559,13 +559,13 @@ def load_runtime(spec: Any, backend: str = "llamacpp", quant: str = "q4_0", thre
         elif _has_weights(s):
             ckpt = s
         else:
-            from pocketlm.config import resolve_config
+            from pocketlm.model.config import resolve_config
 
             cfg = resolve_config(s)
 
     if backend == "torch":
-        from pocketlm.checkpoint import load_checkpoint, load_tokenizer, parse_dtype
-        from pocketlm.model import PocketLM
+        from pocketlm.model.checkpoint import load_checkpoint, load_tokenizer, parse_dtype
+        from pocketlm.model.decoder import PocketLM
 
         if gguf_path is not None:
             raise UserError(f"the torch backend can't run a GGUF file ({gguf_path}); use --backend llamacpp "
@@ -588,7 +588,7 @@ def load_runtime(spec: Any, backend: str = "llamacpp", quant: str = "q4_0", thre
         raise UserError(f"unknown quant '{quant}'; choose one of {', '.join(QUANTS)}")
     tokenizer = None
     if ckpt is not None:
-        from pocketlm.checkpoint import load_tokenizer
+        from pocketlm.model.checkpoint import load_tokenizer
 
         cfg = ModelConfig.from_file(Path(ckpt) / "config.json")
         tokenizer = load_tokenizer(ckpt)
@@ -655,7 +655,7 @@ def measure(rt: Runtime, prompt_len: int, decode_len: int, repeats: int = 3, war
 # CLI
 
 def register(subparsers) -> None:
-    from pocketlm.export import QUANTS
+    from pocketlm.runtime.gguf import QUANTS
 
     p = subparsers.add_parser(
         "generate", help="generate text with the torch or llama.cpp backend",
@@ -724,7 +724,7 @@ def _cli_generate(args) -> int:
                              top_k=args.top_k, top_p=args.top_p, stop_ids=stops, seed=args.seed,
                              on_token=on_token if show_text else None)
         if args.json:
-            from pocketlm.cli import print_json
+            from pocketlm.utils import print_json
 
             out = {k: v for k, v in result.__dict__.items()}
             out.update(backend=rt.backend, quant=rt.quant, threads=rt.threads,

@@ -6,7 +6,7 @@ budget (thousands), then
 1. time the published presets within ±10% of the budget (what a user would otherwise pick) and a
    small diverse sample of candidates on the real engine with random weights (llama.cpp Q4_0 by
    default), each workload = a `--prompt-len` prompt then `--decode-len` decoded tokens;
-2. fit the latency model (pocketlm.latency) to everything measured so far, predict every candidate,
+2. fit the latency model (pocketlm.search.latency) to everything measured so far, predict every candidate,
    time the best-predicted ones (plus one exploratory pick), refit; repeat until no unmeasured
    candidate is predicted to beat the current top (within the model's observed error), the top stays
    the same for two rounds, or `--max-measure` / `--time-budget` run out;
@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pocketlm import costs
-from pocketlm.config import ModelConfig
+from pocketlm.model import costs
+from pocketlm.model.config import ModelConfig
 from pocketlm.errors import UserError
-from pocketlm.search_space import (BUDGET_KINDS, Candidate, Constraints, SearchSpace, enumerate_space,
+from pocketlm.search.space import (BUDGET_KINDS, Candidate, Constraints, SearchSpace, enumerate_space,
                                    features, format_count, parse_budget)
 
 # objective -> (metric, label, unit, lower is better)
@@ -108,7 +108,7 @@ class SearchSettings:
         if self.threads is not None and self.threads <= 0:
             raise UserError(f"--threads must be positive, got {self.threads}")
         if self.backend == "llamacpp":
-            from pocketlm.export import QUANTS
+            from pocketlm.runtime.gguf import QUANTS
 
             if self.quant not in QUANTS:
                 raise UserError(f"unknown quant '{self.quant}'; choose one of {', '.join(QUANTS)}")
@@ -116,13 +116,13 @@ class SearchSettings:
     @property
     def precision(self) -> str:
         """The weight precision the engine runs (latency model key, --max-weight-mb unit)."""
-        from pocketlm.latency import cost_precision
+        from pocketlm.search.latency import cost_precision
 
         return cost_precision(self.quant if self.backend == "llamacpp" else self.dtype)
 
     @property
     def resolved_threads(self) -> int:
-        from pocketlm.hardware import default_threads
+        from pocketlm.runtime.hardware import default_threads
 
         return self.threads or default_threads()
 
@@ -222,7 +222,7 @@ def engine_config(cfg: ModelConfig, backend: str) -> tuple[ModelConfig | None, s
     its SiLU-gated MLP on the same shape (same matmuls, same bytes); anything else it can't run -> None."""
     if backend != "llamacpp":
         return cfg, ""
-    from pocketlm.export import llamacpp_problems
+    from pocketlm.runtime.gguf import llamacpp_problems
 
     problems = llamacpp_problems(cfg)
     if not problems:
@@ -254,7 +254,7 @@ def candidate_units(cands: list[Candidate], backend: str) -> tuple[list[Unit], d
 
 def baseline_units(settings: SearchSettings) -> list[Unit]:
     """Published presets within ±10% of the budget (same kind), as published and with the search's vocab."""
-    from pocketlm.presets import published_presets
+    from pocketlm.model.presets import published_presets
 
     cons = settings.constraints()
     units = []
@@ -275,7 +275,7 @@ def baseline_units(settings: SearchSettings) -> list[Unit]:
 
 # ---------------------------------------------------------------------------------------------- engine
 class EngineMeasurer:
-    """Times a config on the real engine with random weights (pocketlm.runtime).
+    """Times a config on the real engine with random weights (pocketlm.runtime.engine).
 
     llama.cpp: exports a random GGUF straight in the quantized layout into OUT/.gguf/ and keeps it
     while the shape may still be a finalist (`prune`), so the finals don't export again."""
@@ -288,7 +288,7 @@ class EngineMeasurer:
         return self.dir / f"{cfg.shape_key()}-{self.s.quant}.gguf"
 
     def __call__(self, cfg: ModelConfig, repeats: int, warmup: int) -> dict:
-        from pocketlm.runtime import load_runtime, measure
+        from pocketlm.runtime.engine import load_runtime, measure
 
         s = self.s
         n_ctx = s.prompt_len + s.decode_len + 16
@@ -296,7 +296,7 @@ class EngineMeasurer:
         if s.backend == "llamacpp":
             path = self.gguf_path(cfg)
             if not path.exists():
-                from pocketlm.export import export_gguf
+                from pocketlm.runtime.gguf import export_gguf
 
                 export_gguf(cfg, path, quant=s.quant, seed=s.seed)
             spec: Any = str(path)
@@ -455,7 +455,7 @@ class Search:
     # -------------------------------------------------------------- latency model
     def fit_and_predict(self, pending: list[Unit]) -> dict[str, float]:
         """Fit the latency model to all screening measurements; predicted objective cost per pending unit."""
-        from pocketlm.latency import LatencyModel
+        from pocketlm.search.latency import LatencyModel
 
         recs = []
         for u in self.units + self.baselines:
@@ -736,7 +736,7 @@ def _round(m: dict | None) -> dict | None:
 def winner_config(search: Search) -> ModelConfig:
     s, w = search.s, search.winner
     engine = s.engine_label()
-    from pocketlm.hardware import cpu_name
+    from pocketlm.runtime.hardware import cpu_name
 
     return w.cfg.replace(
         name=f"pocketlm-search-{format_count(s.budget).lower()}",
@@ -782,7 +782,7 @@ def render_report(search: Search, cfg: ModelConfig) -> str:
     s, sm = search.s, search.summary
     metric, label, unit, lower = OBJECTIVES[s.objective]
     w, bp = search.winner, search.best_preset
-    from pocketlm.hardware import cpu_name
+    from pocketlm.runtime.hardware import cpu_name
 
     lines = [f"# pocketlm search: {format_count(s.budget)} {s.budget_kind} parameters", ""]
     lines += [f"- machine: {cpu_name()}, {s.engine_label()}",
@@ -796,7 +796,7 @@ def render_report(search: Search, cfg: ModelConfig) -> str:
               f"- measured: {sm['measured_candidates']} candidates + {sm['measured_baselines']} preset variants "
               f"(screening: 1 warm-up + {s.repeats} runs each), then {len(search.finalists)} finalists × "
               f"{s.final_rounds} alternating rounds; stopped: {sm['stop_reason']}",
-              f"- latency model (pocketlm.latency) error on candidates before they were measured: "
+              f"- latency model (pocketlm.search.latency) error on candidates before they were measured: "
               + (f"{sm['latency_model_error']:.1%} median" if sm["latency_model_error"] is not None else "n/a"),
               f"- wall time: {sm['runtime_s']:.0f} s ({sm['new_measurements']} new measurements, "
               f"{sm['reused_measurements']} reused from results.jsonl)", ""]
@@ -1027,7 +1027,7 @@ def cmd_search(args) -> int:
     signal.signal(signal.SIGTERM, _term)
     summary = run_search(settings, progress=not args.no_progress, log=log)
     if args.json:
-        from pocketlm.cli import print_json
+        from pocketlm.utils import print_json
 
         print_json(summary)
     else:

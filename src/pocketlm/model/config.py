@@ -262,7 +262,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 def resolve_config(spec: str) -> ModelConfig:
     """A preset name, a config file (pocketlm YAML/JSON or HF config.json) or a checkpoint directory."""
-    from pocketlm.presets import PRESETS, get_preset
+    from pocketlm.model.presets import PRESETS, get_preset
 
     if spec in PRESETS:
         return get_preset(spec)

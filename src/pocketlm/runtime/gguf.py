@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pocketlm.config import ModelConfig
+from pocketlm.model.config import ModelConfig
 from pocketlm.errors import UserError
 
 QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_0")
@@ -301,8 +301,8 @@ def _add_placeholder_vocab(writer, cfg: ModelConfig) -> None:
 
 def _resolve(model_or_spec: Any, tokenizer_dir):
     """→ (cfg, weight getter or None for random, tokenizer dir or None)."""
-    from pocketlm.checkpoint import has_tokenizer, is_checkpoint_dir, read_state_dict
-    from pocketlm.config import resolve_config
+    from pocketlm.model.checkpoint import has_tokenizer, is_checkpoint_dir, read_state_dict
+    from pocketlm.model.config import resolve_config
 
     if isinstance(model_or_spec, ModelConfig):
         return model_or_spec, None, tokenizer_dir
@@ -625,7 +625,7 @@ def _cli_export(args) -> int:
                "chat_template": bool(info["chat_template"]),
                "seconds": round(time.perf_counter() - t0, 2)}
     if args.json:
-        from pocketlm.cli import print_json
+        from pocketlm.utils import print_json
 
         print_json(summary)
     else:

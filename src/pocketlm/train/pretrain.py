@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 
 from pocketlm.errors import UserError
-from pocketlm.recipe_fields import RECIPES_DIR, OverrideParser as _OverrideParser
-from pocketlm.recipe_fields import check_value as _check_value, converter as _converter, field_types as _hints
-from pocketlm.recipe_fields import flag_names as _flag_names, parse_str as _parse_str, read_recipe_file
-from pocketlm.recipe_fields import snapshot_recipe
+from pocketlm.train.recipe import RECIPES_DIR, OverrideParser as _OverrideParser
+from pocketlm.train.recipe import check_value as _check_value, converter as _converter, field_types as _hints
+from pocketlm.train.recipe import flag_names as _flag_names, parse_str as _parse_str, read_recipe_file
+from pocketlm.train.recipe import snapshot_recipe
 
 
 # ============================================================================ recipe
@@ -150,7 +150,7 @@ def _phases_from_list(items: Any, where: str) -> list[Phase]:
 
 
 def _model_overrides(data: dict) -> dict:
-    from pocketlm.config import ModelConfig
+    from pocketlm.model.config import ModelConfig
 
     if not isinstance(data, dict):
         raise UserError("recipe field 'model_overrides' must be a mapping of model config fields")
@@ -181,7 +181,7 @@ def validate_recipe(r: Recipe) -> None:
     for name, allowed in choices.items():
         if getattr(r, name) not in allowed:
             raise UserError(f"recipe field '{name}' must be one of {', '.join(allowed)}, got {getattr(r, name)!r}")
-    from pocketlm.training import SCHEDULES
+    from pocketlm.train.trainer import SCHEDULES
 
     for p in r.phases:
         where = f"phases.{p.name}"
@@ -213,7 +213,7 @@ def load_recipe(spec: str) -> Recipe:
 # ---------------------------------------------------------------------------- CLI overrides
 def override_parser(recipe: Recipe | None = None) -> argparse.ArgumentParser:
     """Flags generated from the dataclasses: top-level fields, phases.NAME.FIELD, model.FIELD."""
-    from pocketlm.config import ModelConfig
+    from pocketlm.model.config import ModelConfig
 
     p = _OverrideParser(prog="pocketlm pretrain RECIPE", allow_abbrev=False, add_help=True,
                         description="Recipe fields you can override (values in the recipe shown as defaults).")
@@ -284,8 +284,8 @@ class PhasePlan:
 
 def plan_phases(recipe: Recipe, manifest: dict) -> list[PhasePlan]:
     """Resolve budgets (tokens → steps), mixtures (checked against the data) and schedules; apply max_steps."""
-    from pocketlm.data import load_mixture
-    from pocketlm.training import Schedule
+    from pocketlm.data.prepare import load_mixture
+    from pocketlm.train.trainer import Schedule
 
     tokens_per_step = recipe.batch_size * recipe.seq_len
     steps = [p.steps if p.steps is not None else math.ceil(p.tokens / tokens_per_step) for p in recipe.phases]
@@ -353,7 +353,7 @@ class SourceWindows:
     """One source's train split as windows of seq_len + 1 tokens (window i = tokens [i*T, i*T+T+1))."""
 
     def __init__(self, data_dir: str | os.PathLike, source: str, seq_len: int, split: str = "train"):
-        from pocketlm.data import ShardedTokens
+        from pocketlm.data.prepare import ShardedTokens
 
         self.tokens = ShardedTokens(data_dir, source, split)
         self.seq_len = seq_len
@@ -501,15 +501,15 @@ def _resolve_data(recipe: Recipe) -> Path:
         if not p.is_dir():
             raise UserError(f"data dir not found: {p} (prepare one with `pocketlm data prepare`)")
         return p
-    from pocketlm.corpus import ensure_default_dataset
+    from pocketlm.data.corpus import ensure_default_dataset
 
     return Path(ensure_default_dataset())  # cached under $POCKETLM_CACHE (default ~/.cache/pocketlm)
 
 
 def _build_model(recipe: Recipe, manifest: dict):
-    from pocketlm.checkpoint import is_checkpoint_dir, load_checkpoint
-    from pocketlm.config import resolve_config
-    from pocketlm.model import PocketLM
+    from pocketlm.model.checkpoint import is_checkpoint_dir, load_checkpoint
+    from pocketlm.model.config import resolve_config
+    from pocketlm.model.decoder import PocketLM
 
     spec = recipe.model
     has_weights = is_checkpoint_dir(spec) and any(
@@ -549,10 +549,10 @@ def run_pretrain(recipe: Recipe, out_dir: str | os.PathLike, print_fn=None) -> d
     """Train (or resume) `recipe` into out_dir; returns a summary dict (rank 0's view)."""
     import torch
 
-    from pocketlm.checkpoint import parse_dtype, save_checkpoint
-    from pocketlm.data import read_manifest
-    from pocketlm.model import PocketLM
-    from pocketlm.training import (
+    from pocketlm.model.checkpoint import parse_dtype, save_checkpoint
+    from pocketlm.data.prepare import read_manifest
+    from pocketlm.model.decoder import PocketLM
+    from pocketlm.train.trainer import (
         Trainer, TrainerConfig, PhasedSchedule, build_optimizer, full_model_state_dict, init_distributed,
         measure_matmul_peak, plot_loss_curve, teardown_distributed, train_flops_per_token)
 
@@ -612,7 +612,7 @@ def run_pretrain(recipe: Recipe, out_dir: str | os.PathLike, print_fn=None) -> d
         state = full_model_state_dict(trainer.wrapped, dist_info)
         summary.update(out_dir=str(out), data=str(data_dir), params=model.num_params())
         if dist_info.is_main:
-            from pocketlm.training import read_metrics
+            from pocketlm.train.trainer import read_metrics
 
             history = read_metrics(out / "metrics.jsonl")  # whole run, across resumes
             if history:
@@ -658,7 +658,7 @@ def _cmd_pretrain(args) -> int:
     recipe, ns = apply_overrides(recipe, list(args.overrides or []))
     out = Path(ns.out) if ns.out else Path("runs") / recipe.name
     if ns.dry_run:
-        from pocketlm.cli import print_json
+        from pocketlm.utils import print_json
 
         print_json({"out": str(out), "recipe": recipe_to_dict(recipe)})
         return 0

@@ -5,7 +5,7 @@ Numbers come from each model's released config.json (see `source`).
 
 from __future__ import annotations
 
-from pocketlm.config import ModelConfig
+from pocketlm.model.config import ModelConfig
 from pocketlm.errors import UserError
 
 

@@ -1,6 +1,6 @@
 """Analytic latency model: predict prefill/decode time of any config on a device, fitted to measurements.
 
-Batch-1 inference time is a sum of a few physical costs (pocketlm.costs gives the bytes and FLOPs):
+Batch-1 inference time is a sum of a few physical costs (pocketlm.model.costs gives the bytes and FLOPs):
 
     decode, one token at position T:
         t = fixed + per_layer * L + decode_bytes(T) / bandwidth_eff
@@ -53,8 +53,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from pocketlm import costs
-from pocketlm.config import ModelConfig, read_structured_file, resolve_config
+from pocketlm.model import costs
+from pocketlm.model.config import ModelConfig, read_structured_file, resolve_config
 from pocketlm.errors import UserError
 
 UBATCH = 512  # llama.cpp's default physical batch: prefill streams the weights once per 512 tokens
@@ -67,13 +67,13 @@ OPTIONAL_TERMS = {"s_per_cached_byte": 0.0}
 # a cache size is only chosen if its training error is below this fraction of the no-cache one
 _CACHE_GAIN = 0.85
 
-# GGUF / CLI precision names -> pocketlm.costs precision names (the one place they are mapped)
+# GGUF / CLI precision names -> pocketlm.model.costs precision names (the one place they are mapped)
 _PRECISIONS = {"f32": "fp32", "fp32": "fp32", "float32": "fp32", "f16": "f16", "fp16": "f16",
                "float16": "f16", "bf16": "bf16", "bfloat16": "bf16", "q8_0": "q8_0", "q4_0": "q4_0"}
 
 
 def cost_precision(quant: str) -> str:
-    """Map a quant/dtype name (f32, f16, q8_0, q4_0, bf16, ...) to the name pocketlm.costs uses."""
+    """Map a quant/dtype name (f32, f16, q8_0, q4_0, bf16, ...) to the name pocketlm.model.costs uses."""
     try:
         return _PRECISIONS[str(quant).lower()]
     except KeyError:
@@ -488,7 +488,7 @@ class DeviceProfile:
 
 
 def _devices_dir() -> Path:
-    return Path(__file__).parent / "assets" / "devices"
+    return Path(__file__).parents[1] / "assets" / "devices"
 
 
 def builtin_profiles() -> list[str]:
@@ -590,7 +590,7 @@ def llama_bench_records(data: Any, configs: dict[str, ModelConfig], quant: str |
 
 def config_from_gguf(path: str | os.PathLike) -> ModelConfig:
     """The ModelConfig of a GGUF file (its metadata; tensors are not loaded)."""
-    from pocketlm.export import read_gguf
+    from pocketlm.runtime.gguf import read_gguf
 
     info = read_gguf(path)
     if info["config"] is None:
@@ -719,7 +719,7 @@ def _save_and_show_profile(prof: "DeviceProfile", args: argparse.Namespace) -> i
     """Write a fitted/calibrated profile to --out and show its fit (or the profile as --json)."""
     prof.save(args.out)
     if args.json:
-        from pocketlm.cli import print_json
+        from pocketlm.utils import print_json
 
         print_json(prof.to_dict())
     else:
@@ -741,7 +741,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                      "prompt_len": args.prompt_len, "decode_len": args.decode_len, **r})
     rows.sort(key=lambda r: r["e2e_s"])
     if args.json:
-        from pocketlm.cli import print_json
+        from pocketlm.utils import print_json
 
         print_json({"profile": prof.name, "calibrated": bool(prof.coefficients or prof.measurements),
                     "predictions": rows})

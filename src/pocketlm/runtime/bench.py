@@ -4,11 +4,11 @@ For every model (preset, config, checkpoint or GGUF) x precision x context lengt
 chosen runtime (llama.cpp by default, the engine that counts on a device): time to first token,
 prefill tok/s, decode tok/s for tokens generated after a prompt of that length, and peak RSS; then
 compares decode with the roofline: at batch 1 each token reads every weight plus the KV cache once,
-so decode tok/s <= bandwidth / decode_bytes(position, precision) (pocketlm.costs).
+so decode tok/s <= bandwidth / decode_bytes(position, precision) (pocketlm.model.costs).
 
 Context lengths: a length no model can hold (prompt + decode tokens > max_position_embeddings) is
 an error; a length only some models can't hold is skipped for those models, with a note.
-Bandwidth: measured once per host and cached (pocketlm.hardware), or given with --bandwidth.
+Bandwidth: measured once per host and cached (pocketlm.runtime.hardware), or given with --bandwidth.
 Peak RSS is the process's high-water mark during each measurement (reset before it on Linux;
 elsewhere it spans the whole process, so run one model per call for clean memory figures).
 """
@@ -22,10 +22,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pocketlm import costs
-from pocketlm.config import ModelConfig, resolve_config
+from pocketlm.model import costs
+from pocketlm.model.config import ModelConfig, resolve_config
 from pocketlm.errors import UserError
-from pocketlm.latency import cost_precision
+from pocketlm.search.latency import cost_precision
 
 DEFAULT_CONTEXTS = (128, 256, 512, 1024, 2048)
 DEFAULT_QUANTS = {"llamacpp": "f16,q8_0,q4_0", "torch": "bf16"}
@@ -66,7 +66,7 @@ def plan_targets(models: list[str], quants: list[str], backend: str) -> list[Tar
         if str(spec).endswith(".gguf"):
             if backend != "llamacpp":
                 raise UserError(f"{spec}: a GGUF file runs on the llamacpp backend only")
-            from pocketlm.export import read_gguf
+            from pocketlm.runtime.gguf import read_gguf
 
             info = read_gguf(spec)
             if info["config"] is None:
@@ -80,7 +80,7 @@ def plan_targets(models: list[str], quants: list[str], backend: str) -> list[Tar
             continue
         cfg = resolve_config(spec)
         if backend == "llamacpp":
-            from pocketlm.export import llamacpp_problems
+            from pocketlm.runtime.gguf import llamacpp_problems
 
             problems = llamacpp_problems(cfg)
             if problems:
@@ -119,7 +119,7 @@ def run_bench(models: list[str], backend: str = "llamacpp", quants: list[str] | 
               warmup: int = 1, bandwidth: str | float | None = None, threads: int | None = None,
               seed: int = 0, progress: bool = True, log=print) -> dict:
     """Measure every target x context; returns the results dict that results.json holds."""
-    from pocketlm import hardware
+    from pocketlm.runtime import hardware
 
     if backend not in ("llamacpp", "torch"):
         raise UserError(f"unknown backend '{backend}'; choose llamacpp or torch")
@@ -128,7 +128,7 @@ def run_bench(models: list[str], backend: str = "llamacpp", quants: list[str] | 
         if backend == "torch" and q not in TORCH_DTYPES:
             raise UserError(f"torch backend precision must be one of f32, bf16, f16; got '{q}'")
         if backend == "llamacpp":
-            from pocketlm.export import QUANTS
+            from pocketlm.runtime.gguf import QUANTS
 
             if q not in QUANTS:
                 raise UserError(f"unknown llama.cpp precision '{q}'; choose from {', '.join(QUANTS)}")
@@ -148,7 +148,7 @@ def run_bench(models: list[str], backend: str = "llamacpp", quants: list[str] | 
 
     from tqdm import tqdm
 
-    from pocketlm.runtime import load_runtime, measure
+    from pocketlm.runtime.engine import load_runtime, measure
 
     records = []
     total = sum(len(v) for v in per_target.values())
@@ -182,7 +182,7 @@ def run_bench(models: list[str], backend: str = "llamacpp", quants: list[str] | 
                 rt.close()
     finally:
         bar.close()
-    from pocketlm.hardware import machine_info
+    from pocketlm.runtime.hardware import machine_info
 
     return {
         "version": 1, "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine_info(),
@@ -296,7 +296,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                         bandwidth=args.bandwidth, threads=args.threads, seed=args.seed, log=log)
     write_outputs(results, out_dir)
     if args.json:
-        from pocketlm.cli import print_json
+        from pocketlm.utils import print_json
 
         print_json(results)
     else:

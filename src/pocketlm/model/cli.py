@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pocketlm import costs
-from pocketlm.config import resolve_config
+from pocketlm.model import costs
+from pocketlm.model.config import resolve_config
 from pocketlm.errors import UserError
 
 
@@ -35,8 +35,8 @@ def preset_row(cfg) -> dict:
 
 
 def cmd_presets(args: argparse.Namespace) -> None:
-    from pocketlm.cli import print_json
-    from pocketlm.presets import PRESETS
+    from pocketlm.utils import print_json
+    from pocketlm.model.presets import PRESETS
 
     rows = [preset_row(c) for c in PRESETS.values()]
     if args.json:
@@ -55,7 +55,7 @@ def cmd_presets(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from pocketlm.cli import print_json
+    from pocketlm.utils import print_json
 
     if args.context <= 0:
         raise UserError(f"--context must be positive, got {args.context}")
@@ -88,8 +88,8 @@ def cmd_info(args: argparse.Namespace) -> None:
 def cmd_init(args: argparse.Namespace) -> None:
     import time
 
-    from pocketlm.checkpoint import parse_dtype, save_checkpoint
-    from pocketlm.model import PocketLM
+    from pocketlm.model.checkpoint import parse_dtype, save_checkpoint
+    from pocketlm.model.decoder import PocketLM
 
     cfg = resolve_config(args.model)
     dtype = parse_dtype(args.dtype)

@@ -6,14 +6,14 @@ records (``conversations`` of ``{"from", "value"}``) and DroidCall records (``qu
 rendered with the ``code_short`` prompt of `pocketlm.intent`) are converted on load. The built-in
 source ``droidcall-synth`` synthesises DroidCall-format training data offline.
 
-One chat template: the base checkpoint's (``tokenizer.chat_template``), or `pocketlm.tokenizer.
+One chat template: the base checkpoint's (``tokenizer.chat_template``), or `pocketlm.data.tokenizer.
 CHAT_TEMPLATE` when it has none. Conversations are rendered with that template and tokenised once;
 the loss covers only assistant turns (their content and end-of-turn token), found as the text an
 assistant message adds to the rendering. The template is written into the output checkpoint's
 tokenizer (tokenizer_config.json and chat_template.jinja), so ``apply_chat_template`` in
 transformers renders exactly the prompts the model was trained on (`encode_prompt`).
 
-Training uses `pocketlm.training.Trainer` (AdamW, schedules, grad accumulation, clipping, JSONL
+Training uses `pocketlm.train.trainer.Trainer` (AdamW, schedules, grad accumulation, clipping, JSONL
 metrics, atomic keep-last-k checkpoints with optimizer/RNG/data state, exact resume, DDP). The data
 order is a seeded permutation per epoch, so the data position is just the step number.
 
@@ -48,7 +48,7 @@ import numpy as np
 
 from pocketlm.errors import UserError
 
-from pocketlm.recipe_fields import RECIPES_DIR
+from pocketlm.train.recipe import RECIPES_DIR
 ROLES = ("system", "user", "assistant")
 LORA_SHORT = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj",
               "gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
@@ -116,7 +116,7 @@ def _hints() -> dict[str, Any]:
 
 
 def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> FinetuneRecipe:
-    from pocketlm.recipe_fields import check_value
+    from pocketlm.train.recipe import check_value
 
     if not isinstance(data, dict):
         raise UserError(f"{where} must be a mapping of fields, got {type(data).__name__}")
@@ -136,7 +136,7 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> FinetuneRec
 
 
 def validate_recipe(r: FinetuneRecipe) -> None:
-    from pocketlm.training import SCHEDULES
+    from pocketlm.train.trainer import SCHEDULES
 
     if not r.base:
         raise UserError("recipe field 'base' is required (a checkpoint dir, e.g. runs/tiny/final)")
@@ -201,7 +201,7 @@ def _is_finetune_recipe(path: Path) -> bool:
 
 def load_recipe(spec: str) -> FinetuneRecipe:
     """A recipe YAML/JSON path or the name of a built-in fine-tuning recipe."""
-    from pocketlm.recipe_fields import read_recipe_file
+    from pocketlm.train.recipe import read_recipe_file
 
     path, data = read_recipe_file(spec)
     if isinstance(data, dict) and "phases" in data:
@@ -215,7 +215,7 @@ def recipe_to_dict(r: FinetuneRecipe) -> dict[str, Any]:
 
 def override_parser(recipe: FinetuneRecipe | None = None) -> argparse.ArgumentParser:
     """One flag per recipe field (``--max-steps 30``, ``--method lora``), like `pocketlm pretrain`."""
-    from pocketlm.recipe_fields import OverrideParser, converter, flag_names
+    from pocketlm.train.recipe import OverrideParser, converter, flag_names
 
     p = OverrideParser(prog="pocketlm finetune RECIPE", allow_abbrev=False,
                         description="Recipe fields you can override (values in the recipe shown as defaults).")
@@ -407,14 +407,14 @@ def _load_hf_dataset(name: str, split: str, config: str | None) -> list[Any]:
 # ---------------------------------------------------------------------------- template + tokens
 def chat_template_of(tokenizer) -> str:
     """The template used for training and inference: the tokenizer's own, else pocketlm's ChatML."""
-    from pocketlm.tokenizer import CHAT_TEMPLATE
+    from pocketlm.data.tokenizer import CHAT_TEMPLATE
 
     return tokenizer.chat_template or CHAT_TEMPLATE
 
 
 def prepare_tokenizer(tokenizer):
     """Set the chat template (when missing) and check the tokens it needs exist as single tokens."""
-    from pocketlm.tokenizer import CHAT_TEMPLATE, IM_END, IM_START
+    from pocketlm.data.tokenizer import CHAT_TEMPLATE, IM_END, IM_START
 
     if not tokenizer.chat_template:
         tokenizer.chat_template = CHAT_TEMPLATE
@@ -476,7 +476,7 @@ def encode_prompt(tokenizer, messages: list[dict]) -> list[int]:
 
 def stop_token_ids(tokenizer) -> list[int]:
     """Tokens that end an assistant turn: eos plus the template's end-of-turn token (<|im_end|>)."""
-    from pocketlm.tokenizer import IM_END
+    from pocketlm.data.tokenizer import IM_END
 
     ids = [tokenizer.eos_token_id]
     vocab = tokenizer.get_vocab()
@@ -541,7 +541,7 @@ def collate(rows: list[tuple[np.ndarray, np.ndarray]], pad_id: int) -> dict:
     """Right-padded micro-batch; labels shifted (labels[t] = target for position t), -100 elsewhere."""
     import torch
 
-    from pocketlm.training import IGNORE_INDEX
+    from pocketlm.train.trainer import IGNORE_INDEX
 
     width = max(len(ids) for ids, _ in rows) - 1
     inputs = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -706,7 +706,7 @@ def load_adapter(model, adapter_dir: str | os.PathLike):
 def merge_adapter(base: str, adapter_dir: str | os.PathLike, out_dir: str | os.PathLike,
                   dtype: str = "float32") -> Path:
     """Base checkpoint + adapter → a standard checkpoint (tokenizer from the adapter dir or base)."""
-    from pocketlm.checkpoint import has_tokenizer, load_checkpoint, parse_dtype
+    from pocketlm.model.checkpoint import has_tokenizer, load_checkpoint, parse_dtype
 
     model = load_checkpoint(base)
     merged = load_adapter(model, adapter_dir).merge_and_unload()
@@ -729,7 +729,7 @@ def _replace_dir(tmp: Path, out: Path) -> None:
 def _copy_tokenizer(tokenizer: Any, dest: Path) -> None:
     """Save the tokenizer with its chat template in BOTH tokenizer_config.json and chat_template.jinja
     (older tools read the former), plus a generation_config.json that stops at the end of a turn."""
-    from pocketlm.tokenizer import load_tokenizer
+    from pocketlm.data.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tokenizer)
     template = chat_template_of(tok)
@@ -746,7 +746,7 @@ def _copy_tokenizer(tokenizer: Any, dest: Path) -> None:
 
 
 def _save_final(model, out_dir: str | os.PathLike, tokenizer: Any, dtype) -> Path:
-    from pocketlm.checkpoint import save_checkpoint
+    from pocketlm.model.checkpoint import save_checkpoint
 
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -764,7 +764,7 @@ def _save_final(model, out_dir: str | os.PathLike, tokenizer: Any, dtype) -> Pat
 
 def _trainable_save(model, ckpt_dir: Path, dist_info) -> None:
     """Trainer checkpoints of a LoRA run hold only the trainable (adapter) tensors."""
-    from pocketlm.training import save_model_safetensors, unwrap_model
+    from pocketlm.train.trainer import save_model_safetensors, unwrap_model
 
     if dist_info.is_main:
         m = unwrap_model(model)
@@ -775,7 +775,7 @@ def _trainable_save(model, ckpt_dir: Path, dist_info) -> None:
 def _trainable_load(model, ckpt_dir: Path, dist_info) -> None:
     import torch
 
-    from pocketlm.training import load_model_safetensors, unwrap_model
+    from pocketlm.train.trainer import load_model_safetensors, unwrap_model
 
     m = unwrap_model(model)
     sd = load_model_safetensors(ckpt_dir / "model.safetensors")
@@ -792,8 +792,8 @@ def _trainable_load(model, ckpt_dir: Path, dist_info) -> None:
 # ============================================================================ run
 def _load_base(recipe: FinetuneRecipe):
     """(model, tokenizer, tokenizer source) for the recipe's base."""
-    from pocketlm.checkpoint import has_tokenizer, is_checkpoint_dir, load_model, parse_dtype
-    from pocketlm.tokenizer import load_tokenizer
+    from pocketlm.model.checkpoint import has_tokenizer, is_checkpoint_dir, load_model, parse_dtype
+    from pocketlm.data.tokenizer import load_tokenizer
 
     base = recipe.base
     if not is_checkpoint_dir(base) and os.sep in base:
@@ -850,10 +850,10 @@ def run_finetune(recipe: FinetuneRecipe, out_dir: str | os.PathLike, print_fn=No
     """Fine-tune (or resume) `recipe` into out_dir; returns a summary dict (rank 0's view)."""
     import torch
 
-    from pocketlm.checkpoint import parse_dtype
-    from pocketlm.model import PocketLM
-    from pocketlm.recipe_fields import snapshot_recipe
-    from pocketlm.training import (
+    from pocketlm.model.checkpoint import parse_dtype
+    from pocketlm.model.decoder import PocketLM
+    from pocketlm.train.recipe import snapshot_recipe
+    from pocketlm.train.trainer import (
         Schedule, Trainer, TrainerConfig, build_optimizer, default_load_model, default_save_model,
         full_model_state_dict, init_distributed, measure_matmul_peak, plot_loss_curve,
         teardown_distributed, train_flops_per_token)
@@ -978,7 +978,7 @@ def _cmd_finetune(args) -> int:
     recipe, ns = apply_overrides(recipe, list(args.overrides or []))
     out = Path(ns.out) if ns.out else Path("runs") / recipe.name
     if ns.dry_run:
-        from pocketlm.cli import print_json
+        from pocketlm.utils import print_json
 
         print_json({"out": str(out), "recipe": recipe_to_dict(recipe)})
         return 0
@@ -987,7 +987,7 @@ def _cmd_finetune(args) -> int:
 
 
 def _cmd_merge(argv: list[str]) -> int:
-    from pocketlm.recipe_fields import OverrideParser
+    from pocketlm.train.recipe import OverrideParser
 
     p = OverrideParser(prog="pocketlm finetune merge",
                         description="Merge a LoRA adapter into its base: a standard checkpoint for export/run.")
@@ -1004,7 +1004,7 @@ def _cmd_merge(argv: list[str]) -> int:
         base = json.loads(cfg_path.read_text()).get("base_model_name_or_path")
         if not base:
             raise UserError("the adapter does not name its base model; pass --base CKPT")
-    from pocketlm.checkpoint import is_checkpoint_dir
+    from pocketlm.model.checkpoint import is_checkpoint_dir
 
     if not is_checkpoint_dir(base):
         raise UserError(f"base checkpoint not found: {base}")

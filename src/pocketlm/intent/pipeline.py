@@ -54,7 +54,7 @@ class IntentTinyConfig:
 
 
 def _render_texts(convs: list[list[dict]]) -> list[str]:
-    from pocketlm.tokenizer import render_chat
+    from pocketlm.data.tokenizer import render_chat
 
     return [render_chat(m) for m in convs]
 
@@ -198,14 +198,14 @@ def function_accuracy(gold: list, preds: list[dict]) -> float:
 def intent_tiny(out_dir: str | os.PathLike, cfg: IntentTinyConfig | None = None,
                 say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the tiny intent pipeline into out_dir; returns accuracy, soft accuracy and stage timings."""
-    from pocketlm.config import ModelConfig
-    from pocketlm.corpus import write_corpus
-    from pocketlm.data import SourceSpec, prepare
-    from pocketlm.finetune import load_chat_data, load_recipe, recipe_from_dict, recipe_to_dict, run_finetune
+    from pocketlm.model.config import ModelConfig
+    from pocketlm.data.corpus import write_corpus
+    from pocketlm.data.prepare import SourceSpec, prepare
+    from pocketlm.train.sft import load_chat_data, load_recipe, recipe_from_dict, recipe_to_dict, run_finetune
     from pocketlm.intent import evaluate, get_matcher, load_specs, synthesize
     from pocketlm.intent.specs import write_droidcall, write_jsonl
-    from pocketlm.pretrain import recipe_from_dict as pretrain_recipe, run_pretrain
-    from pocketlm.tokenizer import train_tokenizer
+    from pocketlm.train.pretrain import recipe_from_dict as pretrain_recipe, run_pretrain
+    from pocketlm.data.tokenizer import train_tokenizer
 
     cfg = cfg or IntentTinyConfig()
     out = Path(out_dir)

@@ -59,7 +59,7 @@ def _iter_texts(files_or_texts: Iterable[Any], text_field: str = "text") -> Iter
     (bad files and records skipped). Path-like items must exist."""
     from collections import Counter
 
-    from pocketlm import data
+    from pocketlm.data import prepare as data
 
     items = [files_or_texts] if isinstance(files_or_texts, (str, os.PathLike)) else list(files_or_texts)
     paths = [x for x in items if isinstance(x, os.PathLike) or (isinstance(x, str) and _looks_like_path(x))]
@@ -238,7 +238,7 @@ def _cmd_train(args) -> int:
     info = {"out": str(out), "vocab_size": len(tok), "eos_token": tok.eos_token, "eos_id": tok.eos_token_id,
             "special_tokens": {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}}
     if args.json:
-        from pocketlm.cli import print_json
+        from pocketlm.utils import print_json
 
         print_json(info)
     else:

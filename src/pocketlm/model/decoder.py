@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pocketlm.config import ModelConfig
+from pocketlm.model.config import ModelConfig
 
 _ACT = {"silu": F.silu, "relu": F.relu, "gelu": F.gelu}
 

@@ -49,7 +49,7 @@ def stream(model, prompt_ids: Sequence[int], max_new_tokens: int = 64, temperatu
     """Yield up to max_new_tokens new tokens; stops after yielding nothing more once a stop id is
     sampled (the stop token itself is not yielded). `cache`: a KVCache to reuse (reset here).
     `choose(logits) -> token or None (stop)` replaces sampling, for constrained decoding."""
-    from pocketlm.model import KVCache
+    from pocketlm.model.decoder import KVCache
 
     check_sampling(temperature, top_k, top_p)
     cfg = model.config

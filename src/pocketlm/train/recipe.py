@@ -14,7 +14,7 @@ from typing import Any
 
 from pocketlm.errors import UserError
 
-RECIPES_DIR = Path(__file__).parent / "recipes"
+RECIPES_DIR = Path(__file__).parents[1] / "recipes"
 
 _SCALAR = (int, float, str, bool)
 
@@ -108,7 +108,7 @@ def converter(path: str, tp: Any):
 
 def read_recipe_file(spec: str) -> tuple[Path, Any]:
     """The path and parsed contents of a recipe YAML/JSON file or a built-in recipe's name."""
-    from pocketlm.config import read_structured_file
+    from pocketlm.model.config import read_structured_file
 
     path = Path(spec)
     if not path.is_file():

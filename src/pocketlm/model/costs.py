@@ -11,7 +11,7 @@ Exact for pocketlm's model (tests check it against real modules and against torc
 
 from __future__ import annotations
 
-from pocketlm.config import ModelConfig
+from pocketlm.model.config import ModelConfig
 from pocketlm.errors import UserError
 
 # bytes per weight of a 2-D matrix, by precision name (GGUF block sizes for quantized types)

@@ -155,7 +155,7 @@ def load_mixture(spec: Any, manifest: dict | str | os.PathLike | None = None) ->
     if isinstance(spec, MixtureSpec):
         raw: Any = spec.to_dict()
     elif isinstance(spec, (str, os.PathLike)):
-        from pocketlm.config import read_structured_file
+        from pocketlm.model.config import read_structured_file
 
         raw = read_structured_file(spec)
     else:
@@ -250,7 +250,7 @@ def parse_hf_arg(arg: str) -> SourceSpec:
 def load_spec_file(path: str | os.PathLike) -> list[SourceSpec]:
     """A YAML/JSON spec: ``sources: {name: {paths: [...], text_field: ..., max_tokens: ...} | {hf: ..}}``
     (or a list of such mappings with ``name``). Relative paths are relative to the spec file."""
-    from pocketlm.config import read_structured_file
+    from pocketlm.model.config import read_structured_file
 
     raw = read_structured_file(path)
     base = Path(path).resolve().parent
@@ -666,7 +666,7 @@ def prepare(sources: list[SourceSpec] | str | os.PathLike, tokenizer: Any, out_d
     big enough to need one). Resumable and deterministic:
     rerunning with the same arguments keeps finished shards; any worker count gives identical bytes.
     """
-    from pocketlm.tokenizer import load_tokenizer
+    from pocketlm.data.tokenizer import load_tokenizer
 
     if isinstance(sources, (str, os.PathLike)):
         sources = load_spec_file(sources)
@@ -945,7 +945,7 @@ def _cmd_prepare(args) -> int:
                        val_fraction=args.val_fraction, shard_tokens=args.shard_tokens,
                        max_tokens_per_source=cap)
     if args.json:
-        from pocketlm.cli import print_json
+        from pocketlm.utils import print_json
 
         print_json(manifest)
     else:
@@ -963,7 +963,7 @@ def _print_summary(manifest: dict, data_dir) -> None:
 
 
 def _cmd_corpus(args) -> int:
-    from pocketlm.corpus import DEFAULT_SIZE_MB, write_corpus
+    from pocketlm.data.corpus import DEFAULT_SIZE_MB, write_corpus
 
     paths = write_corpus(args.out, size_mb=args.size_mb or DEFAULT_SIZE_MB, seed=args.seed)
     for name, p in paths.items():
@@ -975,7 +975,7 @@ def _cmd_corpus(args) -> int:
 def _cmd_info(args) -> int:
     manifest = read_manifest(args.data_dir)
     if args.json:
-        from pocketlm.cli import print_json
+        from pocketlm.utils import print_json
 
         print_json(manifest)
     else:

@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from pocketlm.config import ModelConfig, resolve_config
+from pocketlm.model.config import ModelConfig, resolve_config
 from pocketlm.errors import UserError
-from pocketlm.model import PocketLM
+from pocketlm.model.decoder import PocketLM
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.json", "merges.txt", "chat_template.jinja", "tokenizer.model",

@@ -1,6 +1,6 @@
 """Reusable training machinery: optimizer, LR schedules, the step loop, checkpoints, distributed setup.
 
-`pocketlm pretrain` (pocketlm.pretrain) and `pocketlm finetune` both drive a `Trainer`. A stage plugs in
+`pocketlm pretrain` (pocketlm.train.pretrain) and `pocketlm finetune` both drive a `Trainer`. A stage plugs in
 three things and gets grad accumulation, clipping, bf16 autocast, eval, logging (stdout + JSONL +
 optional TensorBoard), atomic keep-last-k checkpoints with exact resume and DDP/FSDP2 for free:
 
@@ -296,9 +296,9 @@ def measure_matmul_peak(device: torch.device | str = "cpu", dtype: torch.dtype =
 
 
 def train_flops_per_token(cfg: Any, seq_len: int) -> float:
-    """Forward + backward FLOPs per trained token (pocketlm.costs; 6N + attention as fallback)."""
+    """Forward + backward FLOPs per trained token (pocketlm.model.costs; 6N + attention as fallback)."""
     try:
-        from pocketlm.costs import flops_train_per_token
+        from pocketlm.model.costs import flops_train_per_token
 
         return float(flops_train_per_token(cfg, seq_len))
     except ImportError:
