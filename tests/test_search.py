@@ -11,7 +11,10 @@ import pytest
 from pocketlm.model import costs
 from pocketlm.model.config import ModelConfig
 from pocketlm.errors import UserError
-from pocketlm.search.search import ResultStore, SearchSettings, engine_config, objective_cost, run_search
+from pocketlm.search.measure import engine_config
+from pocketlm.search.search import run_search
+from pocketlm.search.settings import SearchSettings, objective_cost
+from pocketlm.search.store import ResultStore
 from pocketlm.search.space import Constraints, SearchSpace, enumerate_space, format_count, parse_budget
 
 SMALL_SPACE = """
@@ -199,7 +202,7 @@ def test_search_finds_the_fastest_shape_of_a_fake_engine(tmp_path, small_space):
     candidate shapes without timing the whole space."""
     s = settings(tmp_path, small_space, max_measure=20, tolerance=0.1)
     summary = run_search(s, measure_fn=fake_engine(), progress=False, log=lambda m: None)
-    from pocketlm.search.search import candidate_units
+    from pocketlm.search.units import candidate_units
 
     units, _ = candidate_units(enumerate_space(SearchSpace.load(small_space), s.constraints()).candidates, "torch")
     truth = sorted(units, key=lambda u: objective_cost(fake_engine()(u.measured_cfg, 1, 0), "e2e"))
@@ -255,7 +258,7 @@ def test_relu_candidates_are_timed_with_the_silu_substitute_on_llamacpp(tmp_path
 
 
 def test_baselines_are_presets_near_the_budget_with_the_search_vocab(tmp_path):
-    from pocketlm.search.search import baseline_units
+    from pocketlm.search.units import baseline_units
 
     s = SearchSettings(budget=parse_budget("0.5B"), out=tmp_path, backend="llamacpp")
     units = baseline_units(s)
@@ -310,7 +313,9 @@ def test_cli_search_on_the_torch_backend(run_cli, tmp_path, small_space):
 
 
 def test_objectives_and_pareto_front():
-    from pocketlm.search.search import Unit, pareto_front, speedup
+    from pocketlm.search.report import pareto_front
+    from pocketlm.search.settings import speedup
+    from pocketlm.search.units import Unit
 
     fast, slow = {"e2e_s": 1.0, "ttft_s": 0.2, "prefill_tok_s": 500.0, "decode_tok_s": 100.0}, \
         {"e2e_s": 2.0, "ttft_s": 0.4, "prefill_tok_s": 250.0, "decode_tok_s": 50.0}
