@@ -218,7 +218,7 @@ def comparison_lines(search: Search) -> list[str]:
                                 f"against the fastest published preset as published, **{bp.name}**"), ""]
     if bv is not None:
         what = ("the same preset: it already has the search's vocabulary" if bv is bp else
-                f"**{bv.name}**, the fastest preset shape at the search's vocabulary ({s.vocab_size:,})")
+                f"**{bv.name}**, the fastest preset shape at the search's vocabulary of {s.vocab_size:,}")
         lines += [_speedup_line(f"Architecture only: {{:.2f}}x on {label}", sm["speedups_same_vocab"],
                                 s.objective, search, bv, f"against {what}"), ""]
     lines += ["The headline speedup, and any target set on it, is the one against the published preset: that "
