@@ -10,12 +10,14 @@ budget (thousands), then
    time the best-predicted ones (plus one exploratory pick), refit; repeat until no unmeasured
    candidate is predicted to beat the current top (within the model's observed error), the top stays
    the same for two rounds, or `--max-measure` / `--time-budget` run out;
-3. re-time the finalists and the fastest presets side by side, alternating, and rank them on those
-   medians: the final ranking uses measured numbers only.
+3. re-time the finalists and the fastest presets (as published, and at the search's vocabulary so the
+   architecture alone can be compared) side by side, alternating, and rank them on those medians: the
+   final ranking uses measured numbers only.
 
 Every measurement is appended (fsync'd) to OUT/results.jsonl as soon as it is taken; a rerun of the
 same command reuses them, so an interrupted search resumes where it stopped. The winner's config.json
-(Hugging Face format) is ready for `pocketlm init` / `pocketlm pretrain`.
+(Hugging Face format) is ready for `pocketlm init` / `pocketlm pretrain`; pocketlm.search.report
+writes it with summary.json, report.md and pareto.png.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import statistics
 import sys
 import time
 from typing import Any, Callable
+
+from tqdm import tqdm
 
 from pocketlm.errors import UserError
 from pocketlm.model import costs
@@ -62,8 +66,6 @@ class Search:
     # -------------------------------------------------------------- helpers
     def log(self, msg: str) -> None:
         if self.bar is not None:
-            from tqdm import tqdm
-
             with tqdm.external_write_mode(file=sys.stdout):  # clear the bar, print, redraw it
                 self._log(msg)
         else:
@@ -282,8 +284,6 @@ class Search:
         total = len(self.baselines) + min(s.max_measure, len(self.units)) + \
             (s.finalists + min(4, len(self.baselines))) * s.final_rounds  # corrected once the finalists are known
         if self.progress:
-            from tqdm import tqdm
-
             self.bar = tqdm(total=total, desc="search", unit="run", file=sys.stderr, dynamic_ncols=True, disable=None,
                             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
         try:
