@@ -180,6 +180,7 @@ def plot_pareto(search: Search, path: Path) -> None:
     ax.scatter([w.params["non_embedding"] / 1e6], [w.final_metrics()[metric]], marker="*", s=220, c="#2ca02c",
                zorder=4, label=f"winner {w.name}")
     ax.scatter([], [], marker="s", c="#d62728", label="presets (published)")
+    ax.scatter([], [], marker="D", c="#ff9896", label="presets at the search's vocabulary")
     ax.set_xlabel("non-embedding parameters (M)")
     ax.set_ylabel(f"{label} ({metric_unit}){' — lower is better' if OBJECTIVES[s.objective][3] else ' — higher is better'}")
     ax.set_title(f"pocketlm search, {format_count(s.budget)} {s.budget_kind} params, {s.engine_label()}\n"
