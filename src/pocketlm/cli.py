@@ -25,7 +25,7 @@ STAGE_MODULES = (
     "pocketlm.runtime.engine",    # generate
     "pocketlm.runtime.bench",     # bench
     "pocketlm.search.latency",    # latency fit / predict / calibrate
-    "pocketlm.search.search",     # search
+    "pocketlm.search.cli",        # search
 )
 
 
