@@ -10,10 +10,11 @@ import pytest
 import pocketlm.data.prepare as data
 from pocketlm.cli import main
 from pocketlm.data.corpus import DEFAULT_MIXTURE, ensure_default_dataset, generate_documents, write_corpus
-from pocketlm.data.prepare import (MixtureSpec, ShardedTokens, SourceSpec, load_mixture, open_shards, parse_hf_arg,
-                           prepare, read_manifest)
-from pocketlm.errors import UserError
+from pocketlm.data.prepare import prepare
+from pocketlm.data.shards import MixtureSpec, ShardedTokens, load_mixture, open_shards, read_manifest
+from pocketlm.data.sources import SourceSpec, expand_paths, parse_hf_arg, plan_chunks
 from pocketlm.data.tokenizer import load_tokenizer, train_tokenizer
+from pocketlm.errors import UserError
 
 DOCS = [f"Document {i}: the town of Elfenton had {i * 37} visitors on day {i}." for i in range(60)]
 
@@ -170,7 +171,7 @@ def test_resume_after_interrupted_run(tmp_path, tok, corpus, monkeypatch):
 
     calls.update(n=0, fail_at=-1)  # no more failures; count the chunks the resumed run tokenizes
     m = prepare(sources, tok, tmp_path / "out", **kw)
-    assert calls["n"] == len(data.plan_chunks(data.expand_paths([corpus["web"]]), 15_000)[0]) \
+    assert calls["n"] == len(plan_chunks(expand_paths([corpus["web"]]), 15_000)[0]) \
         - progress["chunks_done"]  # finished chunks were not redone
     for name, mtime in kept.items():
         assert (tmp_path / "out" / "web" / name).stat().st_mtime_ns == mtime  # kept, not rewritten
@@ -297,12 +298,13 @@ def test_resume_after_sigkill(tmp_path, tok, corpus):
     kw = "shard_tokens=10_000, chunk_bytes=8_000, workers=1, progress=False"
     script = f"""
 import time, pocketlm.data.prepare as d
+from pocketlm.data.sources import SourceSpec
 real = d._work_files
 def slow(chunk):
     time.sleep(0.1)
     return real(chunk)
 d._work_files = slow
-d.prepare([d.SourceSpec("web", paths=[{str(corpus['web'])!r}])], {str(tmp_path / 'tok')!r},
+d.prepare([SourceSpec("web", paths=[{str(corpus['web'])!r}])], {str(tmp_path / 'tok')!r},
           {str(tmp_path / 'out')!r}, {kw})
 """
     proc = subprocess.Popen([sys.executable, "-c", script])
