@@ -19,14 +19,20 @@ def register(sub) -> None:
     _register_data(sub)
 
 
+def _verb_group(sub, name: str, help: str, description: str):
+    """A verb whose actions are sub-commands (``pocketlm NAME ACTION``); bare ``pocketlm NAME`` prints help."""
+    p = sub.add_parser(name, help=help, description=description)
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+    return p.add_subparsers(dest=f"{name}_command", metavar="ACTION")
+
+
 # ----------------------------------------------------------------------------------------------
 # pocketlm data prepare | corpus | info
 # ----------------------------------------------------------------------------------------------
 
 def _register_data(sub) -> None:
-    p = sub.add_parser("data", help="prepare pre-training data (tokenized, packed shards)",
+    dsub = _verb_group(sub, "data", help="prepare pre-training data (tokenized, packed shards)",
                        description="Prepare pre-training data: tokenized, packed, memory-mapped shards.")
-    dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
     pp = dsub.add_parser("prepare", help="tokenize sources into shards + manifest.json",
                          description="Tokenize local txt/jsonl/parquet files and Hugging Face datasets "
                                      "into packed shards (documents joined by EOS). Resumable: rerun the "
@@ -36,7 +42,7 @@ def _register_data(sub) -> None:
     pp.add_argument("--input", action="append", default=[], metavar="NAME=PATH[,PATH...]",
                     help="local source: files, dirs or globs (txt, jsonl with a 'text' field, parquet)")
     pp.add_argument("--hf-dataset", action="append", default=[], metavar="NAME=ID[:CONFIG][:SPLIT][:FIELD]",
-                    help="Hugging Face dataset, streamed (a local dataset dir works too)")
+                    help="Hugging Face dataset, streamed (a local data dir or a save_to_disk dir works too)")
     pp.add_argument("--spec", help="YAML/JSON file with a 'sources' mapping")
     pp.add_argument("--text-field", default=None, help="jsonl/parquet field holding the text (default: text)")
     pp.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
@@ -58,7 +64,6 @@ def _register_data(sub) -> None:
     pi.add_argument("data_dir")
     pi.add_argument("--json", action="store_true")
     pi.set_defaults(func=_cmd_info)
-    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
 def _cmd_prepare(args) -> int:
@@ -114,9 +119,8 @@ def _cmd_info(args) -> int:
 # ----------------------------------------------------------------------------------------------
 
 def _register_tokenizer(sub) -> None:
-    p = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer",
+    tsub = _verb_group(sub, "tokenizer", help="train a byte-level BPE tokenizer",
                        description="Train a byte-level BPE tokenizer (Hugging Face format, ChatML template).")
-    tsub = p.add_subparsers(dest="tokenizer_command", metavar="ACTION")
     t = tsub.add_parser("train", help="train a tokenizer on text files",
                         description="Train a byte-level BPE tokenizer: digits split, special tokens "
                                     f"{', '.join(SPECIAL_TOKENS)}, ChatML chat template.")
@@ -132,12 +136,11 @@ def _register_tokenizer(sub) -> None:
                    help="merge digit runs like words (\"2682\") instead of one token per digit")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=_cmd_train)
-    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
 def _cmd_train(args) -> int:
-    out = train_tokenizer([Path(p) for p in args.input], args.vocab_size, args.out, min_frequency=args.min_frequency,
-                          text_field=args.text_field, progress=sys.stderr.isatty(),
+    out = train_tokenizer([Path(p) for p in args.input], args.vocab_size, args.out,
+                          min_frequency=args.min_frequency, text_field=args.text_field, progress=sys.stderr.isatty(),
                           space_tokens=args.space_tokens, split_digits=args.split_digits)
     tok = load_tokenizer(out)
     info = {"out": str(out), "vocab_size": len(tok), "eos_token": tok.eos_token, "eos_id": tok.eos_token_id,

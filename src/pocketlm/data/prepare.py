@@ -1,14 +1,17 @@
-"""Pre-training data: tokenize text sources into packed, memory-mapped shards, and read them back.
+"""Pre-training data: tokenize text sources into packed, memory-mapped shards.
 
 `pocketlm data prepare` turns sources (local txt / jsonl / parquet files, or Hugging Face datasets in
 streaming mode) into one directory per source of flat token-id shards, every document followed by the
 tokenizer's EOS id, plus ``manifest.json``::
 
-    {"version": 1, "tokenizer": "tokenizer", "dtype": "uint16", "eos_id": 0, "vocab_size": 4096,
-     "seq_len_hint": null,
+    {"version": 1, "tokenizer": "tokenizer", "tokenizer_source": "path/or/hub-name", "dtype": "uint16",
+     "eos_id": 0, "vocab_size": 4096, "seq_len_hint": null, "val_fraction": 0.01, "shard_tokens": 67108864,
      "sources": {"web": {"train": ["web/train-00000.bin"], "val": ["web/val-00000.bin"],
                          "train_tokens": 123, "val_tokens": 4, "documents": 10,
-                         "skipped": {"invalid_utf8": 0, "empty": 1, ...}, "files": [...]}}}
+                         "skipped": {"invalid_utf8": 0, "empty": 1, ...}, "files": [...],
+                         "truncated": false}}}
+
+A Hugging Face source's entry also has ``"hf": {"id", "config", "split", "text_field"}``.
 
 How it works, and why:
 - Each source is cut into *chunks* (~1 MiB of input: several small files, or a newline-aligned byte
@@ -42,7 +45,6 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from pocketlm.data.shards import MANIFEST, MANIFEST_VERSION, read_manifest
 from pocketlm.data.sources import (DEFAULT_CHUNK_BYTES, SKIP_KINDS, SourceSpec, expand_paths,
@@ -67,6 +69,8 @@ def _init_worker(tokenizer_json: str, eos_id: int, dtype: str, val_fraction: flo
     if not single_process:  # one thread per worker process: the pool already uses every core
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
         os.environ["RAYON_NUM_THREADS"] = "1"
+    from tokenizers import Tokenizer  # optional dependency (pocketlm[hf])
+
     tok = Tokenizer.from_str(tokenizer_json)
     tok.encode_special_tokens = not special_tokens  # literal "<|im_end|>" in data stays plain text
     _W.update(tok=tok, eos=eos_id, dtype=np.dtype(dtype), val_fraction=val_fraction,
@@ -263,6 +267,9 @@ def prepare(sources: list[SourceSpec] | str | os.PathLike, tokenizer: Any, out_d
         raise UserError("shard_tokens and chunk_bytes must be positive")
     if max_tokens_per_source is not None and max_tokens_per_source <= 0:
         raise UserError("max_tokens_per_source must be positive")
+    nproc = workers or os.cpu_count() or 1
+    if nproc < 1:
+        raise UserError(f"workers must be >= 1, got {workers}")
     # Resolve local inputs up front so a typo fails before any work.
     files_of = {s.name: expand_paths(s.paths, f"source {s.name!r}") for s in sources if s.paths}
     for name, files in files_of.items():
@@ -297,9 +304,6 @@ def prepare(sources: list[SourceSpec] | str | os.PathLike, tokenizer: Any, out_d
         (tmp / ".fingerprint").write_text(tok_fp)
         replace_dir(tmp, tok_dir)
 
-    nproc = workers or os.cpu_count() or 1
-    if nproc < 1:
-        raise UserError(f"workers must be >= 1, got {workers}")
     settings = {"format": FORMAT_VERSION, "tokenizer": tok_fp, "dtype": dtype, "val_fraction": val_fraction,
                 "shard_tokens": shard_tokens, "chunk_bytes": chunk_bytes}
     results = {}

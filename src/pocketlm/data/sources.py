@@ -36,7 +36,7 @@ class SourceSpec:
 
     name: str
     paths: list[str] = field(default_factory=list)
-    hf: str | None = None  # hub id or local dataset path/builder (loaded with streaming=True)
+    hf: str | None = None  # hub id, builder, local data dir or save_to_disk dir (streamed)
     hf_config: str | None = None
     split: str = "train"
     data_files: list[str] | None = None  # passed to datasets.load_dataset (e.g. with hf: json)
@@ -308,11 +308,10 @@ def hf_record_batches(spec: SourceSpec, skip_records: int, chunk_bytes: int) -> 
         import datasets
     except ImportError:
         raise UserError("Hugging Face sources need the 'datasets' package: pip install datasets") from None
-    kw = {"streaming": True, "split": spec.split}
-    if spec.data_files:
-        kw["data_files"] = spec.data_files
     try:
-        ds = datasets.load_dataset(spec.hf, spec.hf_config, **kw)
+        ds = _open_hf_stream(datasets, spec)
+    except UserError:
+        raise
     except Exception as e:  # noqa: BLE001 - hub/network/config problems are the user's to fix
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"cannot load dataset {spec.hf!r} for source {spec.name!r}: {first}") from None
@@ -328,3 +327,23 @@ def hf_record_batches(spec: SourceSpec, skip_records: int, chunk_bytes: int) -> 
             batch, size = [], 0
     if batch:
         yield batch
+
+
+def _open_hf_stream(datasets, spec: SourceSpec):
+    """The split as an IterableDataset: a dir written by `Dataset.save_to_disk` (which `load_dataset`
+    refuses) is read with `load_from_disk`; anything else (hub id, builder, data dir) is streamed."""
+    saved = Path(os.path.expanduser(spec.hf))
+    if (saved / "state.json").is_file() or (saved / "dataset_dict.json").is_file():
+        if spec.hf_config or spec.data_files:
+            raise UserError(f"source {spec.name!r}: a saved dataset dir takes no config or data_files")
+        ds = datasets.load_from_disk(str(saved))
+        if isinstance(ds, datasets.DatasetDict):
+            if spec.split not in ds:
+                raise UserError(f"source {spec.name!r}: no split {spec.split!r} in {spec.hf} "
+                                f"(has: {', '.join(ds)})")
+            ds = ds[spec.split]
+        return ds.to_iterable_dataset()
+    kw = {"streaming": True, "split": spec.split}
+    if spec.data_files:
+        kw["data_files"] = spec.data_files
+    return datasets.load_dataset(spec.hf, spec.hf_config, **kw)

@@ -15,8 +15,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
 from pocketlm.data.sources import expand_paths, read_texts
 from pocketlm.errors import UserError
 from pocketlm.utils import replace_dir
@@ -102,6 +100,9 @@ def train_tokenizer(files_or_texts: Iterable[Any], vocab_size: int, out_dir: str
     ``split_digits=False``: a run of digits is one pre-token that BPE merges like a word ("51", "2682"),
     as in GPT-2 (llama.cpp's "gpt-2" pre-tokenizer splits the same way): fewer, rarer tokens per number.
     """
+    # tokenizers is optional (pocketlm[hf]): `pocketlm --help` must work without it.
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
     if not isinstance(vocab_size, int) or vocab_size < 256 + len(SPECIAL_TOKENS) + 1:
         raise UserError(f"vocab_size must be an integer >= {256 + len(SPECIAL_TOKENS) + 1} "
                         f"(256 byte tokens + special tokens), got {vocab_size!r}")
