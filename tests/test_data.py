@@ -434,7 +434,8 @@ def test_cli_prepare_hf_dataset(tmp_path, tok, capsys):
     pq.write_table(pa.table({"text": DOCS[20:40]}), tmp_path / "pq" / "train.parquet")
 
     m = _prepare_cli(capsys, tmp_path / "tok", tmp_path / "out",
-                     "--hf-dataset", f"saved={tmp_path / 'saved'}::train:content", "--hf-dataset", f"dict={tmp_path / 'dict'}::validation:content",
+                     "--hf-dataset", f"saved={tmp_path / 'saved'}::train:content",
+                     "--hf-dataset", f"dict={tmp_path / 'dict'}::validation:content",
                      "--hf-dataset", f"pq={tmp_path / 'pq'}", "--val-fraction", "0")
     assert set(m["sources"]) == {"saved", "dict", "pq"}
     for name, docs in (("saved", DOCS[:20]), ("dict", DOCS[40:50]), ("pq", DOCS[20:40])):
