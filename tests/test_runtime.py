@@ -267,3 +267,20 @@ def test_cli_generate_text_with_tokenizer(run_cli, tmp_path):
         assert outputs[backend]["prompt_tokens"] > 5 and isinstance(outputs[backend]["text"], str)
     assert outputs["torch"]["tokens"] == outputs["llamacpp"]["tokens"]
     assert outputs["torch"]["prompt_tokens"] == outputs["llamacpp"]["prompt_tokens"]
+
+
+@pytest.mark.slow  # builds a tiny checkpoint (tokenizer training + transformers import)
+def test_engine_takes_chat_messages_and_streams_text(tiny_ckpt):
+    from transformers import AutoTokenizer
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "set an alarm for 7"}]
+    with load_runtime(tiny_ckpt, backend="torch", threads=1) as rt:
+        responses = list(rt.stream_generate(messages, max_new_tokens=12))
+        ids = rt.encode_messages(messages)
+        ref = rt.generate(ids, 12, stop_ids=rt.end_of_turn_ids())
+    hf = AutoTokenizer.from_pretrained(str(tiny_ckpt))
+    assert ids == list(hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                              return_dict=True)["input_ids"])
+    assert responses[-1].prompt_tokens == len(ids) and responses[-1].finish_reason in ("stop", "length")
+    assert [r.token for r in responses if r.token is not None] == ref.tokens and ref.tokens
+    assert "".join(r.text for r in responses) == ref.text == hf.decode(ref.tokens, skip_special_tokens=True)

@@ -24,8 +24,9 @@ from pocketlm.errors import UserError
 from pocketlm.model import costs
 from pocketlm.model.config import ModelConfig, resolve_config
 from pocketlm.runtime import hardware
-from pocketlm.runtime.engine import load_runtime, measure
+from pocketlm.runtime.engine import load_runtime
 from pocketlm.runtime.gguf import QUANTS, llamacpp_problems, read_gguf
+from pocketlm.runtime.timing import measure
 from pocketlm.search.latency import cost_precision
 from pocketlm.utils import atomic_path, atomic_write_json
 

@@ -14,8 +14,8 @@ from pocketlm.utils import print_json
 
 
 def register(subparsers) -> None:
+    _register_export(subparsers)  # the order `pocketlm --help` has always listed them in
     _register_generate(subparsers)
-    _register_export(subparsers)
     _register_bench(subparsers)
 
 
