@@ -284,3 +284,21 @@ def test_engine_takes_chat_messages_and_streams_text(tiny_ckpt):
     assert responses[-1].prompt_tokens == len(ids) and responses[-1].finish_reason in ("stop", "length")
     assert [r.token for r in responses if r.token is not None] == ref.tokens and ref.tokens
     assert "".join(r.text for r in responses) == ref.text == hf.decode(ref.tokens, skip_special_tokens=True)
+
+
+def test_cli_generate_sampling_flags(run_cli):
+    def tokens(*flags):
+        code, out, err = run_cli("generate", "tiny", "--prompt-ids", "1,2,3", "--backend", "torch", "--threads", "1",
+                                 "--max-new-tokens", "12", "--json", *flags)
+        assert code == 0, err
+        return json.loads(out)["tokens"]
+
+    greedy = tokens("--greedy")
+    hot = tokens("--temperature", "5", "--seed", "1")
+    assert hot != greedy and hot == tokens("--temperature", "5", "--seed", "1")  # sampled, and seeded
+    assert tokens("--temperature", "5", "--seed", "2") != hot
+    assert tokens("--temperature", "5", "--top-k", "1", "--seed", "1") == greedy  # top-k 1 is greedy
+    assert tokens("--temperature", "5", "--top-p", "1e-9", "--seed", "1") == greedy  # so is a tiny nucleus
+    assert tokens("--greedy", "--temperature", "5") == greedy  # --greedy wins
+    code, _, err = run_cli("generate", "tiny", "--prompt-ids", "1", "--backend", "torch", "--top-p", "0")
+    assert code == 2 and "top_p" in err
