@@ -92,9 +92,9 @@ def test_chooser_takes_the_best_valid_token_and_stops_only_when_complete():
 
 @pytest.mark.slow  # builds a tiny checkpoint
 def test_constrained_decoding_always_parses_even_with_random_weights(tiny_ckpt):
-    from pocketlm.intent.infer import TorchRunner, predict
+    from pocketlm.intent.infer import load_runner, predict
 
-    runner = TorchRunner(str(tiny_ckpt))
+    runner = load_runner(str(tiny_ckpt), "torch")
     test = synthesize(6, seed=3, split="test")
     preds = predict(runner, test, SPECS, k=4, max_new_tokens=48, doc_style="brief", progress=False)
     parsed = [p for p in preds if p["error"] is None]
@@ -112,13 +112,13 @@ def test_constrained_decoding_always_parses_even_with_random_weights(tiny_ckpt):
 def test_llamacpp_constrained_decoding_matches_torch(tiny_ckpt, tmp_path):
     pytest.importorskip("llama_cpp")
     from pocketlm.runtime.gguf import export_gguf
-    from pocketlm.intent.infer import LlamaCppRunner, TorchRunner, predict
+    from pocketlm.intent.infer import load_runner, predict
 
     gguf = export_gguf(str(tiny_ckpt), tmp_path / "m.gguf", quant="f32")
     test = synthesize(4, seed=5, split="test")
     kw = dict(k=4, max_new_tokens=24, doc_style="brief", progress=False)
-    ours = predict(TorchRunner(str(tiny_ckpt)), test, SPECS, **kw)
-    llama = predict(LlamaCppRunner(str(gguf), tokenizer_dir=str(tiny_ckpt)), test, SPECS, **kw)
+    ours = predict(load_runner(str(tiny_ckpt), "torch"), test, SPECS, **kw)
+    llama = predict(load_runner(str(gguf), "llamacpp", str(tiny_ckpt)), test, SPECS, **kw)
     # same weights, same grammar, greedy: the same text token for token (F32 logits agree closely)
     assert [p["output"] for p in llama] == [p["output"] for p in ours]
     assert all(p["output"].startswith("result0 = ") for p in ours)

@@ -19,10 +19,8 @@ STAGE_MODULES = (
     "pocketlm.data.cli",          # tokenizer train; data prepare / corpus / info
     "pocketlm.train.pretrain",    # pretrain
     "pocketlm.train.sft",         # finetune
-    "pocketlm.intent",            # intent, intent eval, intent data
-    "pocketlm.runtime.gguf",      # export
-    "pocketlm.runtime.engine",    # generate
-    "pocketlm.runtime.bench",     # bench
+    "pocketlm.intent.cli",        # intent, intent eval, intent data
+    "pocketlm.runtime.cli",       # generate, export, bench
     "pocketlm.search.latency",    # latency fit / predict / calibrate
     "pocketlm.search.cli",        # search
 )
