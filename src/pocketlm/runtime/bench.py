@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pocketlm.model import costs
-from pocketlm.model.config import ModelConfig, resolve_config
+from pocketlm.model.config import ModelConfig
+from pocketlm.model.presets import resolve_config
 from pocketlm.errors import UserError
 from pocketlm.search.latency import cost_precision
 

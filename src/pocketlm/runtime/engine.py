@@ -559,7 +559,7 @@ def load_runtime(spec: Any, backend: str = "llamacpp", quant: str = "q4_0", thre
         elif _has_weights(s):
             ckpt = s
         else:
-            from pocketlm.model.config import resolve_config
+            from pocketlm.model.presets import resolve_config
 
             cfg = resolve_config(s)
 

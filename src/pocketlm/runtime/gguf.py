@@ -302,7 +302,7 @@ def _add_placeholder_vocab(writer, cfg: ModelConfig) -> None:
 def _resolve(model_or_spec: Any, tokenizer_dir):
     """→ (cfg, weight getter or None for random, tokenizer dir or None)."""
     from pocketlm.model.checkpoint import has_tokenizer, is_checkpoint_dir, read_state_dict
-    from pocketlm.model.config import resolve_config
+    from pocketlm.model.presets import resolve_config
 
     if isinstance(model_or_spec, ModelConfig):
         return model_or_spec, None, tokenizer_dir
