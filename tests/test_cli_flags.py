@@ -359,18 +359,10 @@ def test_intent_data_candidates_and_multi_fraction(run_cli, tmp_path):
 
 # ----------------------------------------------------------------------------- search (real torch engine)
 
-SMALL_SPACE = """
-hidden_size: [64, 96, 128, 192]
-num_layers: {min: 1, max: 12}
-head_dim: [32]
-num_kv_heads: [1, 2, all]
-ffn_ratio: [2.0, 3.0, 4.0]
-multiple_of: 32
-activation: [silu]
-tie_embeddings: [true, false]
-max_hidden_per_layer: 200
-base: {max_position_embeddings: 512}
-"""
+# tiny shapes around 1M parameters: each one builds and times in milliseconds
+SMALL_SPACE = ("{hidden_size: [64, 96, 128, 192], num_layers: {min: 1, max: 12}, head_dim: [32], "
+               "num_kv_heads: [1, 2, all], ffn_ratio: [2.0, 3.0, 4.0], multiple_of: 32, activation: [silu], "
+               "tie_embeddings: [true, false], max_hidden_per_layer: 200, base: {max_position_embeddings: 512}}")
 
 
 def _search(run_cli, tmp_path, *args):

@@ -373,17 +373,11 @@ def _p_settings_dial(rng, p):
         ("open_settings", {"setting_type": kind}), ("dial", {"phone_number": num})]
 
 
+# Nested requests (the second call uses the first one's result) and parallel ones (two independent calls).
 MULTI_GENERATORS = {
-    "dial_contact": _n_dial,
-    "text_contact": _n_text,
-    "email_contact": _n_email,
-    "edit_contact": _n_edit,
-    "pick_view": _n_pick_view,
-    "photo_email": _n_photo_email,
-    "ringtone_alarm": _n_ringtone_alarm,
-    "alarm_timer": _p_alarm_timer,
-    "search_map": _p_search_map,
-    "settings_dial": _p_settings_dial,
+    "dial_contact": _n_dial, "text_contact": _n_text, "email_contact": _n_email, "edit_contact": _n_edit,
+    "pick_view": _n_pick_view, "photo_email": _n_photo_email, "ringtone_alarm": _n_ringtone_alarm,
+    "alarm_timer": _p_alarm_timer, "search_map": _p_search_map, "settings_dial": _p_settings_dial,
 }
 MULTI: dict[str, tuple[Callable, list[str]]] = {kind: (gen, MULTI_TEXTS[kind])
                                                 for kind, gen in MULTI_GENERATORS.items()}
