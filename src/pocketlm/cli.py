@@ -16,8 +16,7 @@ from pocketlm.errors import UserError
 
 STAGE_MODULES = (
     "pocketlm.model.cli",         # presets, info, init
-    "pocketlm.data.tokenizer",    # tokenizer train
-    "pocketlm.data.prepare",      # data prepare
+    "pocketlm.data.cli",          # tokenizer train; data prepare / corpus / info
     "pocketlm.train.pretrain",    # pretrain
     "pocketlm.train.sft",         # finetune
     "pocketlm.intent",            # intent, intent eval, intent data
@@ -25,7 +24,7 @@ STAGE_MODULES = (
     "pocketlm.runtime.engine",    # generate
     "pocketlm.runtime.bench",     # bench
     "pocketlm.search.latency",    # latency fit / predict / calibrate
-    "pocketlm.search.search",     # search
+    "pocketlm.search.cli",        # search
 )
 
 

@@ -284,7 +284,7 @@ class PhasePlan:
 
 def plan_phases(recipe: Recipe, manifest: dict) -> list[PhasePlan]:
     """Resolve budgets (tokens → steps), mixtures (checked against the data) and schedules; apply max_steps."""
-    from pocketlm.data.prepare import load_mixture
+    from pocketlm.data.shards import load_mixture
     from pocketlm.train.trainer import Schedule
 
     tokens_per_step = recipe.batch_size * recipe.seq_len
@@ -353,7 +353,7 @@ class SourceWindows:
     """One source's train split as windows of seq_len + 1 tokens (window i = tokens [i*T, i*T+T+1))."""
 
     def __init__(self, data_dir: str | os.PathLike, source: str, seq_len: int, split: str = "train"):
-        from pocketlm.data.prepare import ShardedTokens
+        from pocketlm.data.shards import ShardedTokens
 
         self.tokens = ShardedTokens(data_dir, source, split)
         self.seq_len = seq_len
