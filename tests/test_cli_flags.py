@@ -22,15 +22,6 @@ TESTS = Path(__file__).parent
 # Flags no test can exercise on this machine. Keep it short and say why for each.
 CANNOT_RUN_HERE: dict[tuple[str, str], str] = {}
 
-# Covered by the data engineer's branch (tests/test_data.py, tests/test_tokenizer.py), merged separately:
-# empty this set once that branch is in main.
-PENDING_DATA_BRANCH = {
-    ("tokenizer train", "--min-frequency"), ("tokenizer train", "--text-field"),
-    ("data prepare", "--hf-dataset"), ("data prepare", "--text-field"),
-    ("data prepare", "--max-tokens-per-source"), ("data prepare", "--shard-tokens"),
-    ("data corpus", "--size-mb"),
-}
-
 
 _COVERAGE_CODE = {"test_every_long_flag_is_covered", "all_long_flags"}
 
@@ -92,7 +83,7 @@ def test_every_long_flag_is_covered():
     assert len(flags) > 100 and ("search", "--objective") in flags and ("intent", "--unconstrained") in flags
     assert ("pretrain", "--dry-run") in flags and ("intent eval", "--per-sample") in flags
     files = {p.name: _test_strings(p) for p in TESTS.glob("test_*.py")}
-    missing = sorted((verb, flag) for verb, flag in flags - set(CANNOT_RUN_HERE) - PENDING_DATA_BRANCH
+    missing = sorted((verb, flag) for verb, flag in flags - set(CANNOT_RUN_HERE)
                      if not any(flag in s and verb.split()[0] in s for s in files.values()))
     assert not missing, f"long flags no test exercises (verb, flag): {missing}"
     stale = sorted(set(CANNOT_RUN_HERE) - flags)
