@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     import pocketlm
-    from pocketlm.model.config import resolve_config
+    from pocketlm.model.presets import resolve_config
     from pocketlm.model.decoder import PocketLM
     from pocketlm.train.trainer import (Schedule, Trainer, TrainerConfig, build_optimizer, measure_matmul_peak,
                                    train_flops_per_token)

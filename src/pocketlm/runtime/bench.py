@@ -22,7 +22,8 @@ from pathlib import Path
 
 from pocketlm.errors import UserError
 from pocketlm.model import costs
-from pocketlm.model.config import ModelConfig, resolve_config
+from pocketlm.model.config import ModelConfig
+from pocketlm.model.presets import resolve_config
 from pocketlm.runtime import hardware
 from pocketlm.runtime.engine import load_runtime
 from pocketlm.runtime.gguf import QUANTS, llamacpp_problems, read_gguf

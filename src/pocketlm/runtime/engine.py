@@ -30,7 +30,8 @@ import torch
 from pocketlm.data.tokenizer import IM_END
 from pocketlm.errors import UserError
 from pocketlm.model.checkpoint import is_checkpoint_dir, load_checkpoint, load_tokenizer, parse_dtype
-from pocketlm.model.config import ModelConfig, resolve_config
+from pocketlm.model.config import ModelConfig
+from pocketlm.model.presets import resolve_config
 from pocketlm.model.decoder import KVCache, PocketLM
 from pocketlm.runtime.gguf import QUANTS, export_gguf, llamacpp_problems, read_gguf
 from pocketlm.runtime.llamacpp import open_llama

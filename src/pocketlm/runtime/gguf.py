@@ -28,7 +28,8 @@ import numpy as np
 
 from pocketlm.errors import UserError
 from pocketlm.model.checkpoint import has_tokenizer, is_checkpoint_dir, read_state_dict
-from pocketlm.model.config import ModelConfig, resolve_config
+from pocketlm.model.config import ModelConfig
+from pocketlm.model.presets import resolve_config
 from pocketlm.utils import atomic_path
 
 QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_0")

@@ -508,7 +508,7 @@ def _resolve_data(recipe: Recipe) -> Path:
 
 def _build_model(recipe: Recipe, manifest: dict):
     from pocketlm.model.checkpoint import is_checkpoint_dir, load_checkpoint
-    from pocketlm.model.config import resolve_config
+    from pocketlm.model.presets import resolve_config
     from pocketlm.model.decoder import PocketLM
 
     spec = recipe.model
