@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -46,6 +47,27 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def temp_dir_beside(out: str | os.PathLike) -> Path:
+    """A fresh temp dir next to `out` for `replace_dir`, with the umask's mode (mkdtemp's 0700 would
+    otherwise survive the rename and lock other users out of the result)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o777 & ~_umask())
+    return tmp
+
+
+def share_file(path: str | os.PathLike) -> None:
+    """Give a file the umask's mode (some writers, e.g. safetensors, create files 0600)."""
+    Path(path).chmod(0o666 & ~_umask())
 
 
 def replace_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> Path:

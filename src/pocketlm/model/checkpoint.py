@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from pocketlm.errors import UserError
 from pocketlm.model.config import ModelConfig
 from pocketlm.model.decoder import PocketLM
 from pocketlm.model.presets import resolve_config
-from pocketlm.utils import replace_dir
+from pocketlm.utils import replace_dir, share_file, temp_dir_beside
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.json", "merges.txt", "chat_template.jinja", "tokenizer.model",
@@ -55,8 +54,7 @@ def save_checkpoint(model: PocketLM, out_dir: str | os.PathLike, tokenizer: Any 
     `save_pretrained` (a transformers tokenizer).
     """
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = temp_dir_beside(out)
     try:
         cfg = model.config
         hf = cfg.to_hf_dict()
@@ -67,6 +65,7 @@ def save_checkpoint(model: PocketLM, out_dir: str | os.PathLike, tokenizer: Any 
         (tmp / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
         save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()},
                   str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        share_file(tmp / "model.safetensors")
         if tokenizer is not None:
             if isinstance(tokenizer, (str, os.PathLike)):
                 for name in TOKENIZER_FILES:
