@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from pocketlm.train.sft import (
-    SFTBatches, apply_lora, collate, encode_chat, encode_prompt, load_chat_data, load_recipe,
-    merge_adapter, pack_examples, prepare_tokenizer, recipe_from_dict, run_finetune, save_adapter,
-    tokenize_conversations)
 from pocketlm.errors import UserError
+from pocketlm.intent.sft_data import load_chat_data, write_intent_meta  # registers the DroidCall recipe fields
+from pocketlm.train.finetune import load_recipe, recipe_from_dict, run_finetune
+from pocketlm.train.lora import apply_lora, merge_adapter, save_adapter
+from pocketlm.train.sft import (SFTBatches, collate, encode_chat, encode_prompt, pack_examples, prepare_tokenizer,
+                                save_chat_tokenizer, tokenize_conversations)
 from pocketlm.train.trainer import IGNORE_INDEX, read_metrics
 
 WORDS = ("the cat sat on a mat dog ran far away quick brown fox jumps over lazy hello world what is "
@@ -65,10 +66,9 @@ def _recipe(env, **kw):
 def test_prompt_equals_transformers_apply_chat_template(ft_env, tmp_path):
     from transformers import AutoTokenizer
 
-    from pocketlm.train.sft import _copy_tokenizer
     from pocketlm.data.tokenizer import CHAT_TEMPLATE
 
-    _copy_tokenizer(ft_env["base"], tmp_path)
+    save_chat_tokenizer(ft_env["base"], tmp_path)
     assert json.loads((tmp_path / "tokenizer_config.json").read_text())["chat_template"] == CHAT_TEMPLATE
     hf = AutoTokenizer.from_pretrained(str(tmp_path))
     rng = random.Random(3)
@@ -114,6 +114,55 @@ def test_loss_mask_covers_exactly_the_assistant_turns(ft_env):
     shifted = torch.where(torch.from_numpy(mask[1:]), torch.from_numpy(ids[1:]), IGNORE_INDEX)
     assert torch.equal(labels, shifted)
     assert int((labels != IGNORE_INDEX).sum()) == int(mask[1:].sum())
+
+
+def _chatml_assistant_positions(tok, ids: list[int]) -> list[int]:
+    """Positions of assistant tokens read off the ChatML structure (not the library's span logic): every
+    token after "<|im_start|>assistant\\n" up to and including the turn's <|im_end|>."""
+    from pocketlm.data.tokenizer import IM_END, IM_START
+
+    start, end = tok.convert_tokens_to_ids(IM_START), tok.convert_tokens_to_ids(IM_END)
+    out, i = [], 0
+    while i < len(ids):
+        if ids[i] != start:
+            i += 1
+            continue
+        j = i + 1
+        while not tok.decode(ids[i + 1:j]).endswith("\n"):
+            j += 1
+        k = ids.index(end, j)
+        if tok.decode(ids[i + 1:j]).strip() == "assistant":
+            out += range(j, k + 1)
+        i = k + 1
+    return out
+
+
+def test_sft_loss_equals_hand_computed_cross_entropy_over_assistant_tokens(ft_env):
+    """The trainer's loss on padded, masked micro-batches (grad accumulation 2) is the mean of -log p over
+    exactly the assistant tokens, each conversation scored alone and unpadded."""
+    from pocketlm.model.checkpoint import load_checkpoint
+    from pocketlm.train.trainer import Schedule, Trainer, TrainerConfig, build_optimizer
+
+    tok = ft_env["tok"]
+    rng = random.Random(11)
+    convs = [_conversation(rng, multi=i % 2 == 0) for i in range(4)]
+    examples = tokenize_conversations(tok, convs, seq_len=512).examples
+    assert len({len(ids) for ids, _ in examples}) > 1  # rows of different lengths: the batches are padded
+    model = load_checkpoint(ft_env["base"])
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for conv, (ids, _) in zip(convs, examples):
+            ids = ids.tolist()
+            targets = _chatml_assistant_positions(tok, ids)
+            answers = [m["content"] for m in conv if m["role"] == "assistant"]
+            assert tok.decode([ids[p] for p in targets]) == "".join(a + "<|im_end|>" for a in answers)
+            logp = torch.nn.functional.log_softmax(model(torch.tensor([ids[:-1]]))[0].double(), dim=-1)
+            nll -= sum(float(logp[p - 1, ids[p]]) for p in targets)
+            count += len(targets)
+    batches = SFTBatches(examples, batch_size=4, micro=2, rank=0, world=1, seed=0, pad_id=tok.pad_token_id)
+    trainer = Trainer(model, build_optimizer(model, lr=1e-3), Schedule("constant", lr=1e-3), batches,
+                      TrainerConfig(max_steps=1, grad_accum=2), out_dir=None)
+    assert trainer.train_step()["loss"] == pytest.approx(nll / count, rel=1e-5)
 
 
 def test_packing_keeps_conversations_whole_and_targets_intact(ft_env):
@@ -346,7 +395,6 @@ def test_entity_swap_augmentation_keeps_query_and_answer_consistent():
 
 
 def test_droidcall_finetune_records_prompt_style_and_copy_args(tmp_path):
-    from pocketlm.train.sft import recipe_from_dict, write_intent_meta
     from pocketlm.intent import synthesize
     from pocketlm.intent.grammar import load_intent_meta
     from pocketlm.intent.specs import write_droidcall

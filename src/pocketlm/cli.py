@@ -18,8 +18,7 @@ STAGE_MODULES = (
     "pocketlm.model.cli",         # presets, info, init
     "pocketlm.data.tokenizer",    # tokenizer train
     "pocketlm.data.prepare",      # data prepare
-    "pocketlm.train.pretrain",    # pretrain
-    "pocketlm.train.sft",         # finetune
+    "pocketlm.train.cli",         # pretrain, finetune
     "pocketlm.intent",            # intent, intent eval, intent data
     "pocketlm.runtime.gguf",      # export
     "pocketlm.runtime.engine",    # generate
