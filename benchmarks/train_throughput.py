@@ -25,6 +25,12 @@ import time
 
 import torch
 
+import pocketlm
+from pocketlm.model.config import resolve_config
+from pocketlm.model.decoder import PocketLM
+from pocketlm.train.trainer import (Schedule, Trainer, TrainerConfig, build_optimizer, measure_matmul_peak,
+                                    train_flops_per_token)
+
 TARGET_RATIO = 1.0  # pocketlm Trainer tok/s / transformers Llama + AdamW tok/s (median of paired repeats)
 
 
@@ -65,12 +71,6 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import transformers
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    import pocketlm
-    from pocketlm.model.config import resolve_config
-    from pocketlm.model.decoder import PocketLM
-    from pocketlm.train.trainer import (Schedule, Trainer, TrainerConfig, build_optimizer, measure_matmul_peak,
-                                   train_flops_per_token)
 
     torch.manual_seed(0)
     cfg = resolve_config(args.preset)

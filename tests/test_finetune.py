@@ -14,7 +14,8 @@ from pocketlm.train.finetune import load_recipe, recipe_from_dict, run_finetune
 from pocketlm.train.lora import apply_lora, merge_adapter, save_adapter
 from pocketlm.train.sft import (SFTBatches, collate, encode_chat, encode_prompt, pack_examples, prepare_tokenizer,
                                 save_chat_tokenizer, tokenize_conversations)
-from pocketlm.train.trainer import IGNORE_INDEX, read_metrics
+from pocketlm.train.metrics import read_metrics
+from pocketlm.train.trainer import IGNORE_INDEX
 
 WORDS = ("the cat sat on a mat dog ran far away quick brown fox jumps over lazy hello world what is "
          "your name alarm timer call send message").split()

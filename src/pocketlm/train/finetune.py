@@ -40,9 +40,10 @@ from pocketlm.train.recipe import RECIPES_DIR, TrainArgs, read_recipe_file, snap
 from pocketlm.train.sft import (SFTBatches, check_conversations, collate, conversations_from_records,
                                 pack_examples, prepare_tokenizer, read_records, save_chat_checkpoint,
                                 tokenize_conversations)
+from pocketlm.train.distributed import full_model_state_dict, init_distributed, teardown_distributed
+from pocketlm.train.metrics import plot_loss_curve
 from pocketlm.train.trainer import (SCHEDULES, Schedule, Trainer, default_load_model, default_save_model,
-                                    full_model_state_dict, init_distributed, measure_matmul_peak,
-                                    plot_loss_curve, teardown_distributed, train_flops_per_token)
+                                    measure_matmul_peak, train_flops_per_token)
 
 
 # ============================================================================ recipe

@@ -21,7 +21,8 @@ import torch
 from pocketlm.errors import UserError
 from pocketlm.model.checkpoint import has_tokenizer, load_checkpoint, parse_dtype
 from pocketlm.train.sft import save_chat_checkpoint, save_chat_tokenizer
-from pocketlm.train.trainer import load_model_safetensors, save_model_safetensors, unwrap_model
+from pocketlm.train.distributed import unwrap_model
+from pocketlm.train.trainer import load_model_safetensors, save_model_safetensors
 from pocketlm.utils import replace_dir
 
 LORA_SHORT = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj",

@@ -41,9 +41,10 @@ from pocketlm.model.decoder import PocketLM
 from pocketlm.train.recipe import (RECIPES_DIR, TrainArgs, apply_overrides, check_value, converter, field_types,
                                    flag_names, override_parser, parse_str, read_recipe_file, snapshot_recipe,
                                    write_summary)
-from pocketlm.train.trainer import (SCHEDULES, PhasedSchedule, Schedule, Trainer, full_model_state_dict,
-                                    init_distributed, measure_matmul_peak, plot_loss_curve, read_metrics,
-                                    teardown_distributed, train_flops_per_token)
+from pocketlm.train.distributed import full_model_state_dict, init_distributed, teardown_distributed
+from pocketlm.train.metrics import plot_loss_curve, read_metrics
+from pocketlm.train.trainer import (SCHEDULES, PhasedSchedule, Schedule, Trainer, measure_matmul_peak,
+                                    train_flops_per_token)
 
 
 # ============================================================================ recipe
