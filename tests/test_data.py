@@ -10,10 +10,11 @@ import pytest
 import pocketlm.data.prepare as data
 from pocketlm.cli import main
 from pocketlm.data.corpus import DEFAULT_MIXTURE, ensure_default_dataset, generate_documents, write_corpus
-from pocketlm.data.prepare import (MixtureSpec, ShardedTokens, SourceSpec, load_mixture, open_shards, parse_hf_arg,
-                           prepare, read_manifest)
-from pocketlm.errors import UserError
+from pocketlm.data.prepare import prepare
+from pocketlm.data.shards import MixtureSpec, ShardedTokens, load_mixture, open_shards, read_manifest
+from pocketlm.data.sources import SourceSpec, expand_paths, parse_hf_arg, plan_chunks
 from pocketlm.data.tokenizer import load_tokenizer, train_tokenizer
+from pocketlm.errors import UserError
 
 DOCS = [f"Document {i}: the town of Elfenton had {i * 37} visitors on day {i}." for i in range(60)]
 
@@ -170,7 +171,7 @@ def test_resume_after_interrupted_run(tmp_path, tok, corpus, monkeypatch):
 
     calls.update(n=0, fail_at=-1)  # no more failures; count the chunks the resumed run tokenizes
     m = prepare(sources, tok, tmp_path / "out", **kw)
-    assert calls["n"] == len(data.plan_chunks(data.expand_paths([corpus["web"]]), 15_000)[0]) \
+    assert calls["n"] == len(plan_chunks(expand_paths([corpus["web"]]), 15_000)[0]) \
         - progress["chunks_done"]  # finished chunks were not redone
     for name, mtime in kept.items():
         assert (tmp_path / "out" / "web" / name).stat().st_mtime_ns == mtime  # kept, not rewritten
@@ -297,12 +298,13 @@ def test_resume_after_sigkill(tmp_path, tok, corpus):
     kw = "shard_tokens=10_000, chunk_bytes=8_000, workers=1, progress=False"
     script = f"""
 import time, pocketlm.data.prepare as d
+from pocketlm.data.sources import SourceSpec
 real = d._work_files
 def slow(chunk):
     time.sleep(0.1)
     return real(chunk)
 d._work_files = slow
-d.prepare([d.SourceSpec("web", paths=[{str(corpus['web'])!r}])], {str(tmp_path / 'tok')!r},
+d.prepare([SourceSpec("web", paths=[{str(corpus['web'])!r}])], {str(tmp_path / 'tok')!r},
           {str(tmp_path / 'out')!r}, {kw})
 """
     proc = subprocess.Popen([sys.executable, "-c", script])
@@ -325,3 +327,148 @@ d.prepare([d.SourceSpec("web", paths=[{str(corpus['web'])!r}])], {str(tmp_path /
     assert m["sources"]["web"] == ref["sources"]["web"]
     for rel in m["sources"]["web"]["train"] + m["sources"]["web"]["val"]:
         assert (tmp_path / "out" / rel).read_bytes() == (tmp_path / "ref" / rel).read_bytes()
+
+
+# The manifest schema documented in pocketlm.data.prepare: users script against these keys.
+MANIFEST_KEYS = {"version", "tokenizer", "tokenizer_source", "dtype", "eos_id", "vocab_size", "seq_len_hint",
+                 "val_fraction", "shard_tokens", "sources"}
+SOURCE_KEYS = {"train", "val", "train_tokens", "val_tokens", "documents", "skipped", "files", "truncated"}
+
+
+def _prepare_cli(capsys, tok_dir, out, *flags):
+    """Run `pocketlm data prepare ... --json`; the manifest it prints, or None with the error line."""
+    code = main(["data", "prepare", "--tokenizer", str(tok_dir), "--out", str(out), *map(str, flags), "--json"])
+    captured = capsys.readouterr()
+    if code != 0:  # progress lines may precede it; the error is one line, no traceback
+        assert code == 2 and captured.err.splitlines()[-1].startswith("pocketlm data: error: "), captured.err
+        assert "Traceback" not in captured.err
+        return None
+    return json.loads(captured.out)
+
+
+def test_cli_prepare_flags_change_the_output(tmp_path, tok, capsys, monkeypatch):
+    tok.save_pretrained(str(tmp_path / "tok"))
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.jsonl").write_text("".join(json.dumps({"body": t}) + "\n" for t in DOCS))
+    big = tmp_path / "big"  # two files that don't fit one 1 MiB chunk: shards and workers can split them
+    big.mkdir()
+    for i in range(2):
+        (big / f"p{i}.txt").write_text("\n".join(DOCS) * 150)
+    src = f"web={d}"
+
+    # --text-field: the jsonl's text is under "body"; without the flag every record lacks "text"
+    assert _prepare_cli(capsys, tmp_path / "tok", tmp_path / "nofield", "--input", src) is None
+    m = _prepare_cli(capsys, tmp_path / "tok", tmp_path / "field", "--input", src, "--text-field", "body",
+                     "--val-fraction", "0")
+    assert set(m) == MANIFEST_KEYS and set(m["sources"]["web"]) == SOURCE_KEYS
+    assert _decode_docs(tok, tmp_path / "field", "web")[:-1] == DOCS
+
+    # --val-fraction: 0 leaves no validation split; 0.25 moves about a quarter of the same tokens there
+    web0 = m["sources"]["web"]
+    assert web0["val"] == [] and web0["val_tokens"] == 0 and m["val_fraction"] == 0
+    m = _prepare_cli(capsys, tmp_path / "tok", tmp_path / "val", "--input", src, "--text-field", "body",
+                     "--val-fraction", "0.25")
+    web = m["sources"]["web"]
+    assert web["train_tokens"] + web["val_tokens"] == web0["train_tokens"]
+    assert 0.2 < web["val_tokens"] / web0["train_tokens"] < 0.5 and m["val_fraction"] == 0.25
+    val_docs = _decode_docs(tok, tmp_path / "val", "web", "val")
+    assert val_docs[:-1] == DOCS[len(DOCS) - len(val_docs) + 1:]  # the tail, cut at a document start
+
+    # --max-tokens-per-source: train tokens capped exactly, marked truncated
+    m = _prepare_cli(capsys, tmp_path / "tok", tmp_path / "cap", "--input", src, "--text-field", "body",
+                     "--max-tokens-per-source", "100")
+    assert m["sources"]["web"]["train_tokens"] == 100 and m["sources"]["web"]["truncated"]
+    assert not web0["truncated"]
+
+    # --shard-tokens: one shard by default; a tiny limit rolls over at every chunk
+    n_chunks = len(plan_chunks(expand_paths([big]), data.DEFAULT_CHUNK_BYTES)[0])
+    assert n_chunks == 2
+    pools = []
+    real_pool = data._make_pool
+    monkeypatch.setattr(data, "_make_pool", lambda nproc, init: pools.append(nproc) or real_pool(nproc, init))
+    one = _prepare_cli(capsys, tmp_path / "tok", tmp_path / "one", "--input", f"big={big}", "--workers", "1")
+    many = _prepare_cli(capsys, tmp_path / "tok", tmp_path / "many", "--input", f"big={big}", "--workers", "1",
+                        "--shard-tokens", "1")
+    assert pools == []  # --workers 1: tokenized in this process
+    assert len(one["sources"]["big"]["train"]) == 1 and one["shard_tokens"] == data.DEFAULT_SHARD_TOKENS
+    assert len(many["sources"]["big"]["train"]) == n_chunks and many["shard_tokens"] == 1
+    assert np.array_equal(np.concatenate(open_shards(tmp_path / "one", "big")),
+                          np.concatenate(open_shards(tmp_path / "many", "big")))
+
+    # --workers 2: a pool of two processes, byte-identical shards
+    two = _prepare_cli(capsys, tmp_path / "tok", tmp_path / "two", "--input", f"big={big}", "--workers", "2",
+                       "--shard-tokens", "1")
+    assert pools == [2]
+    assert two["sources"] == many["sources"]
+    for rel in many["sources"]["big"]["train"] + many["sources"]["big"]["val"]:
+        assert (tmp_path / "two" / rel).read_bytes() == (tmp_path / "many" / rel).read_bytes()
+    assert _prepare_cli(capsys, tmp_path / "tok", tmp_path / "neg", "--input", src, "--workers", "-1") is None
+    assert not (tmp_path / "neg").exists()  # refused before anything is written
+
+    # data info: --json is the manifest key for key; the table names each source and its counts
+    assert main(["data", "info", str(tmp_path / "many"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == read_manifest(tmp_path / "many")
+    assert main(["data", "info", str(tmp_path / "many")]) == 0
+    table = capsys.readouterr().out
+    assert f"{many['sources']['big']['train_tokens']:,}" in table and "{" not in table
+    assert main(["data", "info", str(d)]) == 2
+    assert "not a prepared data dir" in capsys.readouterr().err
+    assert main(["data", "info", str(tmp_path / "nofield")]) == 2  # the failed run above
+    assert "unfinished" in capsys.readouterr().err
+
+
+def test_cli_prepare_hf_dataset(tmp_path, tok, capsys):
+    """--hf-dataset through the same loading code users hit, fed offline: a `save_to_disk` dir (one split
+    and a DatasetDict) and a local parquet data dir."""
+    datasets = pytest.importorskip("datasets")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tok.save_pretrained(str(tmp_path / "tok"))
+    datasets.Dataset.from_dict({"content": DOCS[:20]}).save_to_disk(str(tmp_path / "saved"))
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"content": DOCS[:5]}),
+                          "validation": datasets.Dataset.from_dict({"content": DOCS[40:50]})}
+                         ).save_to_disk(str(tmp_path / "dict"))
+    (tmp_path / "pq").mkdir()
+    pq.write_table(pa.table({"text": DOCS[20:40]}), tmp_path / "pq" / "train.parquet")
+
+    m = _prepare_cli(capsys, tmp_path / "tok", tmp_path / "out",
+                     "--hf-dataset", f"saved={tmp_path / 'saved'}::train:content",
+                     "--hf-dataset", f"dict={tmp_path / 'dict'}::validation:content",
+                     "--hf-dataset", f"pq={tmp_path / 'pq'}", "--val-fraction", "0")
+    assert set(m["sources"]) == {"saved", "dict", "pq"}
+    for name, docs in (("saved", DOCS[:20]), ("dict", DOCS[40:50]), ("pq", DOCS[20:40])):
+        assert set(m["sources"][name]) == SOURCE_KEYS | {"hf"}
+        assert _decode_docs(tok, tmp_path / "out", name)[:-1] == docs
+        assert m["sources"][name]["documents"] == len(docs)
+    assert m["sources"]["dict"]["hf"] == {"id": str(tmp_path / "dict"), "config": None, "split": "validation",
+                                          "text_field": "content"}
+    assert m["sources"]["pq"]["hf"]["text_field"] == "text" and m["sources"]["pq"]["hf"]["split"] == "train"
+    # --text-field applies to Hugging Face sources too
+    m2 = _prepare_cli(capsys, tmp_path / "tok", tmp_path / "out2", "--hf-dataset", f"saved={tmp_path / 'saved'}",
+                      "--text-field", "content", "--val-fraction", "0")
+    assert m2["sources"]["saved"]["train_tokens"] == m["sources"]["saved"]["train_tokens"]
+    # a missing split or dataset is one line, exit 2
+    assert _prepare_cli(capsys, tmp_path / "tok", tmp_path / "o3",
+                        "--hf-dataset", f"dict={tmp_path / 'dict'}::test:content") is None
+    assert _prepare_cli(capsys, tmp_path / "tok", tmp_path / "o4", "--hf-dataset", f"x={tmp_path / 'nope'}") is None
+
+
+def test_cli_corpus(tmp_path, capsys):
+    assert main(["data", "corpus", "--out", str(tmp_path / "a"), "--size-mb", "0.05", "--seed", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["web", "code", "math", "decay"]
+    files = sorted((tmp_path / "a").rglob("*.jsonl"))
+    assert 50_000 <= sum(f.stat().st_size for f in files) < 70_000  # --size-mb, within a few documents
+    ref = write_corpus(tmp_path / "ref", size_mb=0.05, seed=2)
+    for name, path in ref.items():
+        assert (tmp_path / "a" / name / "part-00000.jsonl").read_bytes() == (path / "part-00000.jsonl").read_bytes()
+    # --seed changes the text; --size-mb scales it
+    assert main(["data", "corpus", "--out", str(tmp_path / "b"), "--size-mb", "0.1", "--seed", "3"]) == 0
+    capsys.readouterr()
+    b = (tmp_path / "b" / "web" / "part-00000.jsonl").read_text()
+    assert b[:2000] != (tmp_path / "a" / "web" / "part-00000.jsonl").read_text()[:2000]
+    assert sum(f.stat().st_size for f in (tmp_path / "b").rglob("*.jsonl")) > 1.8 * 50_000
+    assert main(["data", "corpus", "--out", str(tmp_path / "c"), "--size-mb", "-1"]) == 2
+    assert "size_mb" in capsys.readouterr().err and not (tmp_path / "c" / "web").exists()

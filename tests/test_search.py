@@ -1,9 +1,11 @@
 """pocketlm search: budget parsing, enumeration under budget/caps, empty-space errors, resume, outputs.
 
 Most tests drive the whole search with a fake engine (an analytic latency function of the shape), so
-they run in about a second each; one slow test times tiny models on the real torch backend.
+they run in about a second each; a few time tiny models on the real engines (llama.cpp's
+EngineMeasurer: export, cache, prune, cleanup; the torch backend through the CLI).
 """
 
+import importlib.util
 import json
 
 import pytest
@@ -11,7 +13,10 @@ import pytest
 from pocketlm.model import costs
 from pocketlm.model.config import ModelConfig
 from pocketlm.errors import UserError
-from pocketlm.search.search import ResultStore, SearchSettings, engine_config, objective_cost, run_search
+from pocketlm.search.measure import engine_config
+from pocketlm.search.search import run_search
+from pocketlm.search.settings import SearchSettings, objective_cost
+from pocketlm.search.store import ResultStore
 from pocketlm.search.space import Constraints, SearchSpace, enumerate_space, format_count, parse_budget
 
 SMALL_SPACE = """
@@ -54,6 +59,29 @@ def small_space(tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text(SMALL_SPACE)
     return path
+
+
+SUMMARY_KEYS = {
+    "winner", "objective", "objective_metric", "winner_config", "winner_metrics", "winner_spread",
+    "winner_measured_as", "winner_params_total", "winner_params_non_embedding",
+    "best_preset", "best_preset_measured_as", "best_preset_metrics", "best_preset_spread",
+    "best_preset_params_total", "best_preset_params_non_embedding", "speedup_vs_best_preset", "speedups",
+    "best_preset_same_vocab", "best_preset_same_vocab_measured_as", "best_preset_same_vocab_metrics",
+    "best_preset_same_vocab_spread", "best_preset_same_vocab_params_total",
+    "best_preset_same_vocab_params_non_embedding", "speedup_vs_best_preset_same_vocab", "speedups_same_vocab",
+    "budget", "budget_kind", "tolerance", "vocab_size", "engine", "backend", "quant", "threads", "prompt_len",
+    "decode_len", "seed", "space_shapes", "candidates", "engine_shapes", "measured_candidates",
+    "measured_baselines", "new_measurements", "reused_measurements", "stop_reason", "latency_model_error",
+    "runtime_s", "out",
+}
+SPEEDUP_KEYS = {"e2e", "decode", "prefill", "ttft"}
+
+
+def assert_report_is_readable(report: str) -> None:
+    """report.md is for people: no Python repr leaks into it and no line runs on."""
+    for line in report.splitlines():
+        assert "Unit(" not in line and "ModelConfig(" not in line, line[:200]
+        assert len(line) <= 400, line[:200]
 
 
 def settings(tmp_path, space, **kw):
@@ -184,14 +212,20 @@ def test_search_writes_outputs_and_winner_config_round_trips(tmp_path, small_spa
         by_name.setdefault(r["name"], []).append(r["e2e_s"])
     medians = {n: sorted(v)[len(v) // 2] for n, v in by_name.items()}
     assert summary["winner"] == min(medians, key=medians.get)
-    # no preset within ±10% of 1M in this toy space: no speedup claimed
-    assert summary["best_preset"] is None and summary["speedup_vs_best_preset"] is None
+    # no preset within ±10% of 1M in this toy space: no speedup claimed, by either ratio
+    assert set(summary) == SUMMARY_KEYS
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    for key in ("best_preset", "speedup_vs_best_preset", "speedups", "best_preset_same_vocab",
+                "speedup_vs_best_preset_same_vocab", "speedups_same_vocab"):
+        assert summary[key] is None, key
     # winner config: HF format, loads, round-trips, matches the winner's shape
     cfg = ModelConfig.from_file(out / "config.json")
     assert cfg.shape_key() == ModelConfig.from_dict(summary["winner_config"]).shape_key()
     assert ModelConfig.from_hf_dict(cfg.to_hf_dict()) == cfg
     report = (out / "report.md").read_text()
     assert "## Winner" in report and "Pareto frontier" in report and summary["winner"] in report
+    assert "no baseline to compare with" in report
+    assert_report_is_readable(report)
 
 
 def test_search_finds_the_fastest_shape_of_a_fake_engine(tmp_path, small_space):
@@ -199,7 +233,7 @@ def test_search_finds_the_fastest_shape_of_a_fake_engine(tmp_path, small_space):
     candidate shapes without timing the whole space."""
     s = settings(tmp_path, small_space, max_measure=20, tolerance=0.1)
     summary = run_search(s, measure_fn=fake_engine(), progress=False, log=lambda m: None)
-    from pocketlm.search.search import candidate_units
+    from pocketlm.search.units import candidate_units
 
     units, _ = candidate_units(enumerate_space(SearchSpace.load(small_space), s.constraints()).candidates, "torch")
     truth = sorted(units, key=lambda u: objective_cost(fake_engine()(u.measured_cfg, 1, 0), "e2e"))
@@ -255,7 +289,7 @@ def test_relu_candidates_are_timed_with_the_silu_substitute_on_llamacpp(tmp_path
 
 
 def test_baselines_are_presets_near_the_budget_with_the_search_vocab(tmp_path):
-    from pocketlm.search.search import baseline_units
+    from pocketlm.search.units import baseline_units
 
     s = SearchSettings(budget=parse_budget("0.5B"), out=tmp_path, backend="llamacpp")
     units = baseline_units(s)
@@ -270,32 +304,131 @@ def test_baselines_are_presets_near_the_budget_with_the_search_vocab(tmp_path):
     assert phone.measured_as == "silu substitute" and phone.measured_cfg.activation == "silu"
 
 
-def test_speedup_against_presets_is_reported(tmp_path):
-    """Default 0.5B space with a fake engine: presets are measured alongside and the speedup computed."""
-    calls = []
+def test_speedup_against_presets_is_reported_both_as_published_and_at_the_search_vocab(tmp_path, capsys):
+    """Default 0.5B space with a fake engine: presets are measured alongside and two ratios computed, one
+    against the fastest preset as published (the headline) and one against the fastest preset shape at
+    the search's vocabulary (architecture only); both kinds of preset are re-timed in the finals."""
+    from pocketlm.search.cli import print_summary
+
     s = SearchSettings(budget=parse_budget("0.5B"), out=tmp_path / "o", max_measure=8, initial=4, batch=3,
                        finalists=2, final_rounds=2, prompt_len=32, decode_len=16, time_budget=1e6)
-    summary = run_search(s, measure_fn=fake_engine(calls), progress=False, log=lambda m: None)
+    summary = run_search(s, measure_fn=fake_engine(), progress=False, log=lambda m: None)
+    assert set(summary) == SUMMARY_KEYS
+    assert set(summary["speedups"]) == set(summary["speedups_same_vocab"]) == SPEEDUP_KEYS
     assert summary["best_preset"] in ("qwen2.5-0.5b", "phonelm-0.5b")
     wm, pm = summary["winner_metrics"], summary["best_preset_metrics"]
     assert summary["speedup_vs_best_preset"] == pytest.approx(pm["e2e_s"] / wm["e2e_s"], rel=1e-3)
     assert summary["speedups"]["decode"] == pytest.approx(wm["decode_tok_s"] / pm["decode_tok_s"], rel=1e-3)
-    report = (tmp_path / "o" / "report.md").read_text()
-    assert "Speedup:" in report
-    # the winner and the preset side by side with both parameter counts (an untied winner is flagged)
+
+    # same vocabulary: the fastest preset shape at vocab 49,152 among those re-timed in the finals
+    records = [json.loads(line) for line in (s.out / "results.jsonl").read_text().splitlines()]
+    finals: dict[str, list[float]] = {}
+    for r in records:
+        if r["phase"] == "final" and r["role"] == "baseline":
+            finals.setdefault(r["name"], []).append(r["e2e_s"])
+    assert {"qwen2.5-0.5b", "qwen2.5-0.5b@v49152", "phonelm-0.5b"} <= set(finals)  # both kinds take part
     from pocketlm.model.presets import get_preset
 
+    def vocab(name):
+        return get_preset(name).vocab_size if "@v" not in name else int(name.split("@v")[1])
+
+    same_vocab = {n: sorted(v)[len(v) // 2] for n, v in finals.items() if vocab(n) == s.vocab_size}
+    assert summary["best_preset_same_vocab"] == min(same_vocab, key=same_vocab.get)
+    vm = summary["best_preset_same_vocab_metrics"]
+    assert summary["speedup_vs_best_preset_same_vocab"] == pytest.approx(vm["e2e_s"] / wm["e2e_s"], rel=1e-3)
+    assert summary["speedups_same_vocab"]["decode"] == pytest.approx(wm["decode_tok_s"] / vm["decode_tok_s"],
+                                                                     rel=1e-3)
+    # the smaller vocabulary alone makes qwen faster, so the architecture-only ratio is the smaller one
+    assert summary["speedup_vs_best_preset_same_vocab"] < summary["speedup_vs_best_preset"]
+
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert_report_is_readable(report)
+    assert "Speedup:" in report and "Architecture only:" in report
+    assert f"{summary['speedup_vs_best_preset']:.2f}x" in report
+    assert f"{summary['speedup_vs_best_preset_same_vocab']:.2f}x" in report
+    assert "what a user would pick instead" in report  # which ratio the target applies to
+    # the winner and both presets side by side with both parameter counts (an untied winner is flagged)
+    for name, prefix in ((summary["best_preset"], "best_preset"),
+                         (summary["best_preset_same_vocab"], "best_preset_same_vocab")):
+        assert f"| {name} | {format_count(summary[prefix + '_params_total'])} | " \
+               f"{format_count(summary[prefix + '_params_non_embedding'])} |" in report
     preset_params = costs.param_groups(get_preset(summary["best_preset"]))
     assert summary["best_preset_params_non_embedding"] == preset_params["non_embedding"]
-    assert f"| {summary['best_preset']} | {format_count(preset_params['total'])} | " \
-           f"{format_count(preset_params['non_embedding'])} |" in report
     assert ("Untied:" in report) == (not summary["winner_config"]["tie_embeddings"])
+    # the Pareto table holds the objective's unit, not a Python repr
+    pareto = report.split("## Pareto frontier")[1].split("## Notes")[0]
+    rows = [line for line in pareto.splitlines() if line.startswith("| h")]
+    assert rows and all(line.endswith(" s |") for line in rows)
+
+    print_summary(summary)
+    printed = capsys.readouterr().out
+    assert f"speedup: {summary['speedup_vs_best_preset']:.2f}x" in printed
+    assert f"architecture only, against {summary['best_preset_same_vocab']}" in printed
+    assert f"{summary['speedup_vs_best_preset_same_vocab']:.2f}x" in printed
+
+
+needs_llamacpp = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                                    reason="needs llama-cpp-python (pocketlm[runtime])")
+
+
+@needs_llamacpp
+def test_engine_measurer_exports_caches_prunes_and_cleans_up(tmp_path, monkeypatch):
+    """The real llama.cpp path `make demo` runs: random Q4_0 weights exported once per shape into
+    OUT/.gguf, reused by the next measurement of that shape, pruned to the kept shapes, removed at the end."""
+    from pocketlm.search import measure as measure_module
+    from pocketlm.search.measure import EngineMeasurer
+
+    exported = []
+
+    def counting_export(cfg, path, **kw):
+        exported.append(cfg.shape_key())
+        return real_export(cfg, path, **kw)
+
+    real_export = measure_module.export_gguf
+    monkeypatch.setattr(measure_module, "export_gguf", counting_export)
+    s = SearchSettings(budget=parse_budget("1M"), out=tmp_path / "o", vocab_size=512, prompt_len=16,
+                       decode_len=8, threads=1)
+    engine = EngineMeasurer(s)
+    small = ModelConfig(vocab_size=512, hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128,
+                        max_position_embeddings=128)
+    deep = small.replace(num_layers=3)
+    for cfg in (small, deep):
+        m = engine(cfg, 1, 1)
+        for k in ("ttft_s", "prefill_tok_s", "decode_tok_s", "e2e_s", "peak_rss_mb"):
+            assert m[k] > 0, k
+        path = engine.gguf_path(cfg)
+        assert path.parent == s.out / ".gguf" and path.read_bytes()[:4] == b"GGUF"
+    assert exported == [small.shape_key(), deep.shape_key()]
+    mtime = engine.gguf_path(small).stat().st_mtime_ns
+    assert engine(small, 1, 0)["decode_tok_s"] > 0
+    assert exported == [small.shape_key(), deep.shape_key()]  # the second measurement reused the file
+    assert engine.gguf_path(small).stat().st_mtime_ns == mtime
+    engine.prune([deep])
+    assert not engine.gguf_path(small).exists() and engine.gguf_path(deep).is_file()
+    engine(small, 1, 0)  # a pruned shape is exported again when it is needed again
+    assert exported[-1] == small.shape_key() and len(exported) == 3
+    engine.cleanup()
+    assert not (s.out / ".gguf").exists()
+    engine.cleanup()  # nothing left to remove is fine
+
+
+@needs_llamacpp
+def test_search_on_llamacpp_leaves_no_exported_files(tmp_path, small_space):
+    """The whole search on the real engine (tiny shapes): it measures, picks a winner and removes OUT/.gguf."""
+    s = settings(tmp_path, small_space, backend="llamacpp", max_measure=3, initial=2, batch=2, finalists=1,
+                 final_rounds=1, repeats=1, threads=1)
+    summary = run_search(s, progress=False, log=lambda m: None)
+    assert summary["measured_candidates"] <= 3 and summary["new_measurements"] >= 3
+    assert summary["winner_metrics"]["decode_tok_s"] > 0
+    records = [json.loads(line) for line in (s.out / "results.jsonl").read_text().splitlines()]
+    assert not any(r.get("error") for r in records)
+    assert all(r["export_s"] >= 0 for r in records)
+    assert not (s.out / ".gguf").exists()
 
 
 @pytest.mark.slow
 def test_cli_search_on_the_torch_backend(run_cli, tmp_path, small_space):
     """End to end on a real engine (tiny models, torch backend): files, JSON summary, winner loads."""
-    pytest.importorskip("pocketlm.runtime.engine")
     out = tmp_path / "o"
     code, stdout, err = run_cli("search", "--budget", "1M", "--vocab-size", "512", "--space", small_space,
                                 "--backend", "torch", "--prompt-len", "8", "--decode-len", "4", "--max-measure", "3",
@@ -310,7 +443,9 @@ def test_cli_search_on_the_torch_backend(run_cli, tmp_path, small_space):
 
 
 def test_objectives_and_pareto_front():
-    from pocketlm.search.search import Unit, pareto_front, speedup
+    from pocketlm.search.report import pareto_front
+    from pocketlm.search.settings import speedup
+    from pocketlm.search.units import Unit
 
     fast, slow = {"e2e_s": 1.0, "ttft_s": 0.2, "prefill_tok_s": 500.0, "decode_tok_s": 100.0}, \
         {"e2e_s": 2.0, "ttft_s": 0.4, "prefill_tok_s": 250.0, "decode_tok_s": 50.0}

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from test_search import SMALL_SPACE, fake_engine
 
-from pocketlm.search.search import SearchSettings, run_search
+from pocketlm.search.search import run_search
+from pocketlm.search.settings import SearchSettings
 from pocketlm.search.space import parse_budget
 
 GOLDEN = Path(__file__).parent / "data" / "golden_search.json"

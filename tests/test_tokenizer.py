@@ -148,3 +148,28 @@ def test_cli_train(tmp_path, capsys):
         assert main(["tokenizer", "train", "--input", str(tmp_path / "n.txt"), "--vocab-size", "300",
                      "--out", str(out)] + flag) == 0
         assert load_tokenizer(out).tokenize(" 2682") == expect
+
+
+def test_cli_train_text_field_and_min_frequency(tmp_path, capsys):
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"body": t}) + "\n" for t in TEXTS))
+
+    def train(out, *flags):
+        code = main(["tokenizer", "train", "--input", str(tmp_path / "a.jsonl"), "--vocab-size", "320",
+                     "--out", str(tmp_path / out), "--json", *flags])
+        captured = capsys.readouterr()
+        return code, (json.loads(captured.out) if code == 0 else captured.err)
+
+    # --text-field: the records' text is under "body"; the default field finds nothing
+    code, err = train("nofield")
+    assert code == 2 and "no training text" in err and not (tmp_path / "nofield").exists()
+    code, info = train("tok", "--text-field", "body")
+    assert code == 0 and set(info) == {"out", "vocab_size", "eos_token", "eos_id", "special_tokens"}
+    assert info["vocab_size"] == 320 and info["eos_id"] == 0 and info["out"] == str(tmp_path / "tok")
+    # --min-frequency: a pair must occur this often to merge; above every pair's count, no merges at all
+    code, rare = train("rare", "--text-field", "body", "--min-frequency", "100000")
+    assert code == 0 and rare["vocab_size"] == 256 + len(SPECIAL_TOKENS)
+    text = "The river Ithka flows"
+    assert len(load_tokenizer(tmp_path / "rare").tokenize(text)) == len(text)  # bytes only
+    assert len(load_tokenizer(tmp_path / "tok").tokenize(text)) < len(text)
+    code, mid = train("mid", "--text-field", "body", "--min-frequency", "60")
+    assert code == 0 and rare["vocab_size"] < mid["vocab_size"] < info["vocab_size"]

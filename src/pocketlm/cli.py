@@ -16,15 +16,14 @@ from pocketlm.errors import UserError
 
 STAGE_MODULES = (
     "pocketlm.model.cli",         # presets, info, init
-    "pocketlm.data.tokenizer",    # tokenizer train
-    "pocketlm.data.prepare",      # data prepare
+    "pocketlm.data.cli",          # tokenizer train; data prepare / corpus / info
     "pocketlm.train.cli",         # pretrain, finetune
     "pocketlm.intent",            # intent, intent eval, intent data
     "pocketlm.runtime.gguf",      # export
     "pocketlm.runtime.engine",    # generate
     "pocketlm.runtime.bench",     # bench
     "pocketlm.search.latency",    # latency fit / predict / calibrate
-    "pocketlm.search.search",     # search
+    "pocketlm.search.cli",        # search
 )
 
 

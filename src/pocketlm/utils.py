@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,9 +22,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success it replaces `path`, on any error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    # not mkstemp: its 0600 mode would survive the rename; the writer creates the file with the umask's
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
         yield tmp
         os.replace(tmp, path)

@@ -19,16 +19,25 @@ loss falls visibly within a couple hundred steps and keeps falling for a while a
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
+import shutil
 import sys
 import time
 from importlib import resources
 from pathlib import Path
 from typing import Callable
 
+from pocketlm.data import corpus_words as words
+from pocketlm.data.prepare import prepare
+from pocketlm.data.shards import MANIFEST, read_manifest
+from pocketlm.data.sources import SourceSpec
+from pocketlm.data.tokenizer import train_tokenizer
 from pocketlm.errors import UserError
+from pocketlm.utils import cache_dir as pocketlm_cache_dir
+from pocketlm.utils import replace_dir
 
 DEFAULT_SIZE_MB = 4.0
 DEFAULT_VOCAB_SIZE = 4096
@@ -39,86 +48,6 @@ DEFAULT_MIXTURE = {"phases": {"stable": {"web": 0.7, "code": 0.15, "math": 0.15}
                               "decay": {"decay": 0.6, "web": 0.2, "code": 0.1, "math": 0.1}}}
 FILE_BYTES = 1 << 19  # split each source into ~512 KB files, so prepare can use every core
 
-# ----------------------------------------------------------------------------------------------
-# Vocabulary of the world
-# ----------------------------------------------------------------------------------------------
-
-_SYL = ["ka", "lo", "mar", "ven", "dor", "shi", "tal", "ru", "bel", "fen", "os", "ith", "gra", "mi",
-        "zan", "por", "el", "sa", "tor", "win", "ca", "nor", "vi", "lan", "bra", "de"]
-_TOWN_END = ["ton", "ford", "burg", "mouth", "vale", "stead", "wick", "field", "port", "haven", "bridge"]
-_REGIONS = ["the Northern Plains", "the Coastal Lowlands", "the High Valleys", "the Eastern Hills",
-            "the River Delta", "the Western Forests", "the Lake District", "the Southern Steppe"]
-_INDUSTRIES = ["fishing", "textiles", "wine making", "shipbuilding", "software", "farming", "mining",
-               "tourism", "glass making", "pottery", "logistics", "furniture", "printing", "tea growing"]
-_LANDMARKS = ["an old stone bridge", "a clock tower", "a covered market", "a lighthouse", "a public library",
-              "a botanical garden", "a castle ruin", "a railway museum", "a marble fountain",
-              "a wooden windmill", "an observatory", "a concert hall"]
-_CLIMATES = ["mild and rainy", "dry and sunny", "cold in winter and warm in summer", "humid", "windy",
-             "foggy in the mornings"]
-_FIRST = ["Anna", "Ben", "Clara", "David", "Elena", "Farid", "Grace", "Hugo", "Iris", "Jonas", "Kira",
-          "Leo", "Maya", "Nils", "Olga", "Pablo", "Quinn", "Rosa", "Sam", "Tara", "Umar", "Vera",
-          "Walter", "Xenia", "Yusuf", "Zoe", "Mei", "Ravi", "Lena", "Tom", "Ines", "Omar", "Lucy", "Ivan"]
-_LAST = ["Smith", "Novak", "Garcia", "Chen", "Okafor", "Muller", "Rossi", "Kowalski", "Silva", "Tanaka",
-         "Berg", "Larsen", "Haddad", "Costa", "Ivanova", "Moreau", "Patel", "Fischer", "Lopez", "Kim"]
-_JOBS = ["baker", "teacher", "nurse", "carpenter", "engineer", "fisher", "librarian", "painter", "farmer",
-         "doctor", "pilot", "gardener", "musician", "chemist", "tailor", "programmer", "driver", "potter"]
-# name, class, habitat, diet, lifespan (years), a fact
-_ANIMALS = [
-    ("red fox", "mammal", "forests and grasslands", "small rodents, birds and berries", 4,
-     "It uses the Earth's magnetic field to judge the distance of a jump."),
-    ("honey bee", "insect", "meadows and gardens", "nectar and pollen", 1,
-     "It tells other bees where flowers are with a waggle dance."),
-    ("grey wolf", "mammal", "forests, tundra and mountains", "deer, elk and other large animals", 8,
-     "It lives and hunts in family groups called packs."),
-    ("barn owl", "bird", "farmland and open country", "mice and voles", 4,
-     "It can find prey in complete darkness by sound alone."),
-    ("green sea turtle", "reptile", "warm coastal waters", "seagrass and algae", 70,
-     "It returns to the beach where it hatched to lay its own eggs."),
-    ("octopus", "mollusc", "rocky sea floors", "crabs, shrimp and clams", 2,
-     "It has three hearts and can change the colour of its skin."),
-    ("african elephant", "mammal", "savannas and forests", "grass, leaves and bark", 60,
-     "It is the largest living land animal."),
-    ("salmon", "fish", "rivers and the open ocean", "insects, shrimp and small fish", 5,
-     "It swims upstream to the river where it was born in order to spawn."),
-    ("penguin", "bird", "cold southern coasts", "fish and krill", 20,
-     "It cannot fly, but it swims very well."),
-    ("frog", "amphibian", "ponds and wet meadows", "insects and worms", 10,
-     "It begins life as a tadpole that breathes with gills."),
-    ("bat", "mammal", "caves and old buildings", "insects and fruit", 20,
-     "It finds its way at night by echolocation."),
-    ("horse", "mammal", "grasslands and farms", "grass and hay", 28,
-     "It can sleep both lying down and standing up."),
-    ("ant", "insect", "soil and under stones", "seeds, sugar and other insects", 1,
-     "It lives in colonies that can hold millions of workers."),
-    ("dolphin", "mammal", "seas and some rivers", "fish and squid", 40,
-     "It breathes air through a blowhole on the top of its head."),
-    ("eagle", "bird", "mountains and coasts", "fish and small mammals", 25,
-     "It can see prey from more than a kilometre away."),
-    ("snail", "mollusc", "gardens and damp woods", "leaves and decaying plants", 5,
-     "It carries its shell for its whole life."),
-]
-# dish, ingredients, cooking method, minutes
-_DISHES = [
-    ("tomato soup", ["tomatoes", "an onion", "garlic", "olive oil", "salt"], "simmer", 30),
-    ("pancakes", ["flour", "milk", "two eggs", "butter", "a pinch of sugar"], "fry", 20),
-    ("vegetable curry", ["potatoes", "carrots", "peas", "coconut milk", "curry paste"], "simmer", 40),
-    ("fried rice", ["cooked rice", "two eggs", "spring onions", "soy sauce", "peas"], "fry", 15),
-    ("apple pie", ["apples", "flour", "butter", "sugar", "cinnamon"], "bake", 50),
-    ("lentil stew", ["red lentils", "carrots", "an onion", "cumin", "vegetable stock"], "simmer", 35),
-    ("banana bread", ["ripe bananas", "flour", "two eggs", "butter", "baking soda"], "bake", 60),
-    ("omelette", ["three eggs", "cheese", "butter", "salt", "pepper"], "fry", 10),
-    ("bean salad", ["white beans", "cucumber", "parsley", "lemon juice", "olive oil"], "mix", 10),
-]
-_WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
-           "October", "November", "December"]
-_OBJECTS = ["a red umbrella", "an old map", "a small key", "a blue notebook", "a broken radio",
-            "a letter", "a bicycle", "a basket of apples", "a paper kite", "a silver coin"]
-_FEELINGS = ["happy", "tired", "curious", "nervous", "proud", "surprised", "calm", "worried"]
-_WEATHER = ["sunny", "cloudy", "rainy", "windy", "foggy", "snowy", "stormy", "clear"]
-_TOPICS = ["gardening", "chess", "astronomy", "baking", "cycling", "birdwatching", "photography",
-           "woodworking", "history", "languages"]
-
 
 class World:
     """Facts shared by every source (same seed → same towns and people), so facts are learnable."""
@@ -127,21 +56,23 @@ class World:
         rng = random.Random(f"pocketlm-world-{seed}")
         names: set[str] = set()
         while len(names) < 40:
-            names.add((rng.choice(_SYL) + rng.choice(_SYL)).capitalize() + rng.choice(_TOWN_END))
-        rivers = sorted({(rng.choice(_SYL) + rng.choice(_SYL)).capitalize() for _ in range(20)})
+            names.add((rng.choice(words.SYLLABLES) + rng.choice(words.SYLLABLES)).capitalize()
+                      + rng.choice(words.TOWN_ENDINGS))
+        rivers = sorted({(rng.choice(words.SYLLABLES) + rng.choice(words.SYLLABLES)).capitalize()
+                         for _ in range(20)})
         self.towns = []
         for name in sorted(names):
             self.towns.append({
-                "name": name, "region": rng.choice(_REGIONS), "river": rng.choice(rivers),
+                "name": name, "region": rng.choice(words.REGIONS), "river": rng.choice(rivers),
                 "population": rng.choice([rng.randint(800, 9999), rng.randint(10, 999) * 1000]),
-                "founded": rng.randint(800, 1950), "industry": rng.choice(_INDUSTRIES),
-                "landmark": rng.choice(_LANDMARKS), "climate": rng.choice(_CLIMATES),
+                "founded": rng.randint(800, 1950), "industry": rng.choice(words.INDUSTRIES),
+                "landmark": rng.choice(words.LANDMARKS), "climate": rng.choice(words.CLIMATES),
             })
         self.people = []
         for _ in range(60):
-            self.people.append({"first": rng.choice(_FIRST), "last": rng.choice(_LAST),
-                                "job": rng.choice(_JOBS), "town": rng.choice(self.towns)["name"],
-                                "age": rng.randint(19, 80), "hobby": rng.choice(_TOPICS),
+            self.people.append({"first": rng.choice(words.FIRST_NAMES), "last": rng.choice(words.LAST_NAMES),
+                                "job": rng.choice(words.JOBS), "town": rng.choice(self.towns)["name"],
+                                "age": rng.randint(19, 80), "hobby": rng.choice(words.TOPICS),
                                 "phone": f"+1-555-{rng.randint(100, 999)}-{rng.randint(1000, 9999)}"})
         self.town_by_name = {t["name"]: t for t in self.towns}
 
@@ -192,7 +123,7 @@ def _town_article(rng: random.Random, w: World) -> str:
 
 
 def _animal_article(rng: random.Random, w: World) -> str:
-    name, cls, habitat, diet, life, fact = rng.choice(_ANIMALS)
+    name, cls, habitat, diet, life, fact = rng.choice(words.ANIMALS)
     a = "An" if name[0] in "aeiou" else "A"
     s = [f"The {name} is a {cls} that lives in {habitat}.",
          f"Its diet consists mainly of {diet}.",
@@ -207,10 +138,10 @@ def _animal_article(rng: random.Random, w: World) -> str:
 def _story(rng: random.Random, w: World) -> str:
     p = rng.choice(w.people)
     q = rng.choice([x for x in w.people if x["first"] != p["first"]])
-    obj = rng.choice(_OBJECTS)
-    day = rng.choice(_WEEKDAYS)
-    weather = rng.choice(_WEATHER)
-    feel1, feel2 = rng.sample(_FEELINGS, 2)
+    obj = rng.choice(words.OBJECTS)
+    day = rng.choice(words.WEEKDAYS)
+    weather = rng.choice(words.WEATHER)
+    feel1, feel2 = rng.sample(words.FEELINGS, 2)
     town = w.town_by_name[p["town"]]
     lines = [
         rng.choice([f"On a {weather} {day} morning, {p['first']} walked to the market in {town['name']}.",
@@ -232,7 +163,7 @@ def _story(rng: random.Random, w: World) -> str:
 
 
 def _recipe(rng: random.Random, w: World) -> str:
-    dish, ingr, method, minutes = rng.choice(_DISHES)
+    dish, ingr, method, minutes = rng.choice(words.DISHES)
     serves = rng.randint(2, 6)
     out = [f"How to make {dish}", "", f"This {dish} serves {serves} people and takes about {minutes} minutes.",
            "", "Ingredients:"]
@@ -251,13 +182,13 @@ def _recipe(rng: random.Random, w: World) -> str:
 def _letter(rng: random.Random, w: World) -> str:
     p, q = rng.sample(w.people, 2)
     t = w.town_by_name[q["town"]]
-    month = rng.choice(_MONTHS)
+    month = rng.choice(words.MONTHS)
     body = rng.choice([
         f"I hope you are well. I will visit {t['name']} in {month} and would love to see {t['landmark']} "
         f"with you. Is the weather still {t['climate']}?",
         f"Thank you for the book about {p['hobby']}. I have read half of it already. "
-        f"Next month I will start a course on {rng.choice(_TOPICS)}.",
-        f"Our meeting is moved to {rng.choice(_WEEKDAYS)} at {rng.randint(8, 17)}:00. "
+        f"Next month I will start a course on {rng.choice(words.TOPICS)}.",
+        f"Our meeting is moved to {rng.choice(words.WEEKDAYS)} at {rng.randint(8, 17)}:00. "
         f"Please bring the notes from last week.",
     ])
     return f"Dear {q['first']},\n\n{body}\n\nBest wishes,\n{p['first']} {p['last']}"
@@ -267,8 +198,8 @@ def _report(rng: random.Random, w: World) -> str:
     t = rng.choice(w.towns)
     hi = rng.randint(-5, 34)
     lo = hi - rng.randint(3, 12)
-    cond = rng.choice(_WEATHER)
-    return (f"Weather for {t['name']}, {rng.choice(_WEEKDAYS)} {rng.randint(1, 28)} {rng.choice(_MONTHS)}: "
+    cond = rng.choice(words.WEATHER)
+    return (f"Weather for {t['name']}, {rng.choice(words.WEEKDAYS)} {rng.randint(1, 28)} {rng.choice(words.MONTHS)}: "
             f"{cond}, with a high of {hi} degrees and a low of {lo} degrees. "
             + rng.choice([f"Wind from the {rng.choice(['north', 'south', 'east', 'west'])} at "
                           f"{rng.randint(5, 60)} km/h.",
@@ -457,7 +388,7 @@ def _qa_fact(rng: random.Random, w: World) -> str:
 
 
 def _qa_animal(rng: random.Random, w: World) -> str:
-    name, cls, habitat, diet, life, fact = rng.choice(_ANIMALS)
+    name, cls, habitat, diet, life, fact = rng.choice(words.ANIMALS)
     turns = [("user", f"Tell me about the {name}."),
              ("assistant", f"The {name} is a {cls} that lives in {habitat} and eats {diet}. {fact}")]
     if rng.random() < 0.5:
@@ -505,7 +436,7 @@ def _fc_call(rng: random.Random, w: World, api: dict[str, dict]) -> str:
     who = f"{p['first']} {p['last']}"
     h, m = rng.randint(5, 22), rng.choice([0, 5, 10, 15, 20, 30, 40, 45, 50])
     ampm = f"{(h - 1) % 12 + 1}:{m:02d} {'am' if h < 12 else 'pm'}"
-    topic = rng.choice(_TOPICS)
+    topic = rng.choice(words.TOPICS)
     town = rng.choice(w.towns)["name"]
     mins = rng.randint(1, 59)
     setting = rng.choice(["wifi", "bluetooth", "display", "location", "security", "date"])
@@ -603,8 +534,6 @@ def write_corpus(out_dir: str | os.PathLike, size_mb: float = DEFAULT_SIZE_MB, s
     paths = {}
     for source, share in shares.items():
         tmp = out / f".{source}.tmp{os.getpid()}"
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         part, size, f = 0, 0, None
@@ -619,16 +548,8 @@ def write_corpus(out_dir: str | os.PathLike, size_mb: float = DEFAULT_SIZE_MB, s
             size += len(line)
         if f:
             f.close()
-        dest = out / source
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-        paths[source] = dest
+        paths[source] = replace_dir(tmp, out / source)
     return paths
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("POCKETLM_CACHE", Path.home() / ".cache" / "pocketlm"))
 
 
 def ensure_default_dataset(cache_dir: str | os.PathLike | None = None, vocab_size: int = DEFAULT_VOCAB_SIZE,
@@ -638,12 +559,7 @@ def ensure_default_dataset(cache_dir: str | os.PathLike | None = None, vocab_siz
     The data dir has ``manifest.json`` (sources web, code, math, decay; see `DEFAULT_MIXTURE`) and
     its tokenizer in ``tokenizer/``. Safe to call from several processes at once (file lock).
     """
-    import fcntl
-
-    from pocketlm.data.prepare import MANIFEST, SourceSpec, prepare, read_manifest
-    from pocketlm.data.tokenizer import train_tokenizer
-
-    root = Path(cache_dir) if cache_dir else default_cache_dir() / "default-data"
+    root = Path(cache_dir) if cache_dir else pocketlm_cache_dir() / "default-data"
     key = f"v{CORPUS_VERSION}-seed{seed}-{size_mb:g}mb-vocab{vocab_size}"
     data_dir = root / key
     if (data_dir / MANIFEST).is_file():
@@ -662,8 +578,6 @@ def ensure_default_dataset(cache_dir: str | os.PathLike | None = None, vocab_siz
         prepare([SourceSpec(name, paths=[str(p)]) for name, p in corpus.items()], tok_dir, data_dir,
                 workers=workers, val_fraction=0.02)
         read_manifest(data_dir)
-        import shutil
-
         shutil.rmtree(work, ignore_errors=True)
         print(f"default dataset ready in {time.time() - t0:.1f}s: {data_dir}", file=sys.stderr)
     return data_dir

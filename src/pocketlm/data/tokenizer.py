@@ -11,10 +11,13 @@ import os
 import shutil
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from pocketlm.data.sources import expand_paths, read_texts
 from pocketlm.errors import UserError
+from pocketlm.utils import replace_dir
 
 EOS_TOKEN = "<|endoftext|>"  # eos; also bos and pad
 IM_START = "<|im_start|>"
@@ -57,24 +60,14 @@ def render_chat(messages: list[dict], add_generation_prompt: bool = False) -> st
 def _iter_texts(files_or_texts: Iterable[Any], text_field: str = "text") -> Iterator[str]:
     """Texts from strings, or from files/dirs/globs read like `data prepare` reads them
     (bad files and records skipped). Path-like items must exist."""
-    from collections import Counter
-
-    from pocketlm.data import prepare as data
-
     items = [files_or_texts] if isinstance(files_or_texts, (str, os.PathLike)) else list(files_or_texts)
     paths = [x for x in items if isinstance(x, os.PathLike) or (isinstance(x, str) and _looks_like_path(x))]
     texts = [x for x in items if isinstance(x, str) and not _looks_like_path(x)]
     yield from texts
     if not paths:
         return
-    files = data.expand_paths(paths, "tokenizer input")
     skipped: Counter = Counter()
-    chunks, plan_skipped = data.plan_chunks(files, data.DEFAULT_CHUNK_BYTES)
-    for chunk in chunks:
-        for piece in chunk:
-            for text, _ in data._read_piece(piece, skipped, text_field):
-                yield text
-    skipped.update(plan_skipped)
+    yield from read_texts(expand_paths(paths, "tokenizer input"), skipped, text_field)
     if any(skipped.values()):
         print(f"tokenizer train: skipped {dict(skipped)}", file=sys.stderr)
 
@@ -107,6 +100,7 @@ def train_tokenizer(files_or_texts: Iterable[Any], vocab_size: int, out_dir: str
     ``split_digits=False``: a run of digits is one pre-token that BPE merges like a word ("51", "2682"),
     as in GPT-2 (llama.cpp's "gpt-2" pre-tokenizer splits the same way): fewer, rarer tokens per number.
     """
+    # tokenizers is optional (pocketlm[hf]): `pocketlm --help` must work without it.
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     if not isinstance(vocab_size, int) or vocab_size < 256 + len(SPECIAL_TOKENS) + 1:
@@ -162,14 +156,7 @@ def save_tokenizer(tok: Any, out_dir: str | os.PathLike) -> Path:
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     cfg["chat_template"] = CHAT_TEMPLATE
     cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding="utf-8")
-    if out.exists():
-        old = out.with_name(f".{out.name}.old{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-    return out
+    return replace_dir(tmp, out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -202,45 +189,3 @@ def load_tokenizer(path_or_name: Any):
     if tok.eos_token_id is None:
         raise UserError(f"tokenizer {path_or_name!r} has no eos token")
     return tok
-
-
-# ----------------------------------------------------------------------------------------------
-# CLI: pocketlm tokenizer train
-# ----------------------------------------------------------------------------------------------
-
-def register(sub) -> None:
-    p = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer",
-                       description="Train a byte-level BPE tokenizer (Hugging Face format, ChatML template).")
-    tsub = p.add_subparsers(dest="tokenizer_command", metavar="ACTION")
-    t = tsub.add_parser("train", help="train a tokenizer on text files",
-                        description="Train a byte-level BPE tokenizer: digits split, special tokens "
-                                    f"{', '.join(SPECIAL_TOKENS)}, ChatML chat template.")
-    t.add_argument("--input", nargs="+", required=True, metavar="PATH",
-                   help="files, dirs or globs (txt, jsonl with a text field, parquet)")
-    t.add_argument("--vocab-size", type=int, required=True)
-    t.add_argument("--out", required=True, help="output tokenizer dir")
-    t.add_argument("--min-frequency", type=int, default=2)
-    t.add_argument("--text-field", default="text", help="jsonl/parquet field holding the text")
-    t.add_argument("--space-tokens", action="store_true",
-                   help="every space is a token of its own (words copied into quoted values keep their ids)")
-    t.add_argument("--no-split-digits", dest="split_digits", action="store_false",
-                   help="merge digit runs like words (\"2682\") instead of one token per digit")
-    t.add_argument("--json", action="store_true")
-    t.set_defaults(func=_cmd_train)
-    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
-
-
-def _cmd_train(args) -> int:
-    out = train_tokenizer([Path(p) for p in args.input], args.vocab_size, args.out, min_frequency=args.min_frequency,
-                          text_field=args.text_field, progress=sys.stderr.isatty(),
-                          space_tokens=args.space_tokens, split_digits=args.split_digits)
-    tok = load_tokenizer(out)
-    info = {"out": str(out), "vocab_size": len(tok), "eos_token": tok.eos_token, "eos_id": tok.eos_token_id,
-            "special_tokens": {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}}
-    if args.json:
-        from pocketlm.utils import print_json
-
-        print_json(info)
-    else:
-        print(f"saved tokenizer ({info['vocab_size']} tokens) to {out}")
-    return 0

@@ -10,329 +10,40 @@ budget (thousands), then
    time the best-predicted ones (plus one exploratory pick), refit; repeat until no unmeasured
    candidate is predicted to beat the current top (within the model's observed error), the top stays
    the same for two rounds, or `--max-measure` / `--time-budget` run out;
-3. re-time the finalists and the fastest presets side by side, alternating, and rank them on those
-   medians: the final ranking uses measured numbers only.
+3. re-time the finalists and the fastest presets (as published, and at the search's vocabulary so the
+   architecture alone can be compared) side by side, alternating, and rank them on those medians: the
+   final ranking uses measured numbers only.
 
 Every measurement is appended (fsync'd) to OUT/results.jsonl as soon as it is taken; a rerun of the
 same command reuses them, so an interrupted search resumes where it stopped. The winner's config.json
-(Hugging Face format) is ready for `pocketlm init` / `pocketlm pretrain`.
+(Hugging Face format) is ready for `pocketlm init` / `pocketlm pretrain`; pocketlm.search.report
+writes it with summary.json, report.md and pareto.png.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import math
-import os
 import random
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
-from pocketlm.model import costs
-from pocketlm.model.config import ModelConfig
+from tqdm import tqdm
+
 from pocketlm.errors import UserError
-from pocketlm.search.space import (BUDGET_KINDS, Candidate, Constraints, SearchSpace, enumerate_space,
-                                   features, format_count, parse_budget)
-
-# objective -> (metric, label, unit, lower is better)
-OBJECTIVES = {
-    "e2e": ("e2e_s", "end-to-end latency", "s", True),
-    "decode": ("decode_tok_s", "decode speed", "tok/s", False),
-    "prefill": ("prefill_tok_s", "prefill speed", "tok/s", False),
-    "ttft": ("ttft_s", "time to first token", "s", True),
-}
-METRICS = ("ttft_s", "prefill_tok_s", "decode_tok_s", "e2e_s", "peak_rss_mb")
-BACKENDS = ("llamacpp", "torch")
-SUBSTITUTE = "silu substitute"
-BASELINE_WINDOW = 0.10  # presets within ±10% of the budget are the baselines
-
-# measure_fn(measured_cfg, repeats, warmup) -> {"ttft_s", "prefill_tok_s", "decode_tok_s", "e2e_s", ...}
-MeasureFn = Callable[[ModelConfig, int, int], dict]
+from pocketlm.model import costs
+from pocketlm.search.latency import LatencyModel
+from pocketlm.search.measure import EngineMeasurer
+from pocketlm.search.report import write_outputs
+from pocketlm.search.settings import (BASELINE_WINDOW, METRICS, OBJECTIVES, MeasureFn, SearchSettings,
+                                      objective_cost, speedup)
+from pocketlm.search.space import SearchSpace, enumerate_space, features
+from pocketlm.search.store import ResultStore
+from pocketlm.search.units import Unit, baseline_units, candidate_units
 
 
-def objective_cost(metrics: dict, objective: str) -> float:
-    """The objective as a cost (lower is better): seconds, or seconds per token for speeds."""
-    metric, _, _, lower = OBJECTIVES[objective]
-    v = float(metrics[metric])
-    return v if lower else 1.0 / v
-
-
-def speedup(base: dict, new: dict, objective: str) -> float:
-    """How many times better `new` is than `base` on `objective` (>1: new is faster)."""
-    return objective_cost(base, objective) / objective_cost(new, objective)
-
-
-# ---------------------------------------------------------------------------------------------- settings
-@dataclass
-class SearchSettings:
-    budget: int
-    out: Path
-    budget_kind: str = "total"
-    tolerance: float = 0.05
-    vocab_size: int = 49152
-    max_weight_mb: float | None = None
-    max_kv_mb: float | None = None
-    kv_context: int = 2048
-    space: str | None = None
-    prompt_len: int = 256
-    decode_len: int = 128
-    objective: str = "e2e"
-    backend: str = "llamacpp"
-    quant: str = "q4_0"
-    dtype: str = "float32"  # torch backend
-    threads: int | None = None
-    max_measure: int = 40  # candidate shapes screened (presets and final re-measurements not counted)
-    time_budget: float = 480.0  # seconds for the whole search (soft: the finals always run)
-    repeats: int = 2  # timed runs per screening measurement (after one warm-up)
-    finalists: int = 3
-    final_rounds: int = 3
-    initial: int = 6  # diverse candidates timed before the first latency-model fit
-    batch: int = 4  # candidates timed per model-guided round (the last one exploratory)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self.out = Path(self.out)
-        if self.objective not in OBJECTIVES:
-            raise UserError(f"unknown objective '{self.objective}'; choose one of {', '.join(OBJECTIVES)}")
-        if self.backend not in BACKENDS:
-            raise UserError(f"unknown backend '{self.backend}'; choose one of {', '.join(BACKENDS)}")
-        for name in ("prompt_len", "decode_len", "max_measure", "repeats", "finalists", "final_rounds",
-                     "initial", "batch"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.time_budget <= 0:
-            raise UserError(f"--time-budget must be positive seconds, got {self.time_budget}")
-        if self.threads is not None and self.threads <= 0:
-            raise UserError(f"--threads must be positive, got {self.threads}")
-        if self.backend == "llamacpp":
-            from pocketlm.runtime.gguf import QUANTS
-
-            if self.quant not in QUANTS:
-                raise UserError(f"unknown quant '{self.quant}'; choose one of {', '.join(QUANTS)}")
-
-    @property
-    def precision(self) -> str:
-        """The weight precision the engine runs (latency model key, --max-weight-mb unit)."""
-        from pocketlm.search.latency import cost_precision
-
-        return cost_precision(self.quant if self.backend == "llamacpp" else self.dtype)
-
-    @property
-    def resolved_threads(self) -> int:
-        from pocketlm.runtime.hardware import default_threads
-
-        return self.threads or default_threads()
-
-    def engine(self) -> str:
-        what = self.quant if self.backend == "llamacpp" else self.dtype
-        return f"{self.backend}:{what}:t{self.resolved_threads}"
-
-    def engine_label(self) -> str:
-        name = "llama.cpp" if self.backend == "llamacpp" else "torch"
-        what = self.quant.upper() if self.backend == "llamacpp" else self.dtype
-        return f"{name} {what}, {self.resolved_threads} thread{'s' if self.resolved_threads > 1 else ''}"
-
-    def constraints(self) -> Constraints:
-        return Constraints(budget=self.budget, budget_kind=self.budget_kind, tolerance=self.tolerance,
-                           vocab_size=self.vocab_size, precision=self.precision,
-                           max_weight_mb=self.max_weight_mb, max_kv_mb=self.max_kv_mb, kv_context=self.kv_context)
-
-
-# ---------------------------------------------------------------------------------------------- cache
-class ResultStore:
-    """OUT/results.jsonl: one JSON object per measurement, appended and fsync'd as it is taken."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.records: dict[str, dict] = {}
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by a kill: that measurement is simply taken again
-                if isinstance(rec, dict) and "key" in rec:
-                    self.records[rec["key"]] = rec
-        self.loaded = set(self.records)  # keys measured by earlier runs
-
-    def get(self, key: str) -> dict | None:
-        return self.records.get(key)
-
-    def append(self, rec: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            if f.tell() > 0:  # a previous kill may have left a partial line: start on a fresh one
-                with open(self.path, "rb") as r:
-                    r.seek(-1, os.SEEK_END)
-                    if r.read(1) != b"\n":
-                        f.write("\n")
-            f.write(json.dumps(rec, default=_json_default) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self.records[rec["key"]] = rec
-
-
-def _json_default(x: Any) -> Any:
-    if hasattr(x, "item"):
-        return x.item()
-    return str(x)
-
-
-# ---------------------------------------------------------------------------------------------- units
-@dataclass
-class Unit:
-    """One thing to time: a candidate shape (with its same-timing twins) or a preset baseline."""
-
-    name: str
-    cfg: ModelConfig  # the config the user gets (e.g. relu)
-    measured_cfg: ModelConfig  # what the engine runs (e.g. the silu twin on llama.cpp)
-    role: str  # candidate | baseline
-    variant: str = ""  # baselines: "published" | "search vocab"
-    twins: list[str] = field(default_factory=list)  # other candidate names that time identically
-    params: dict = field(default_factory=dict)
-    screen: dict | None = None  # the screening record
-    finals: list[dict] = field(default_factory=list)
-    predicted: dict | None = None  # latency-model prediction made before it was measured
-
-    @property
-    def measured_as(self) -> str:
-        return "native" if self.measured_cfg.activation == self.cfg.activation else SUBSTITUTE
-
-    def final_metrics(self) -> dict | None:
-        ok = [r for r in self.finals if not r.get("error")]
-        if not ok:
-            return None
-        out = {m: statistics.median(r[m] for r in ok) for m in METRICS if all(m in r for r in ok)}
-        out["rounds"] = len(ok)
-        return out
-
-    def best_metrics(self) -> dict | None:
-        """Final (alternating) medians when available, else the screening measurement."""
-        fm = self.final_metrics()
-        if fm:
-            return fm
-        return self.screen if self.screen and not self.screen.get("error") else None
-
-
-def engine_config(cfg: ModelConfig, backend: str) -> tuple[ModelConfig | None, str]:
-    """(config the engine times, problem): llama.cpp has no ReLU/GELU-gated llama MLP, so those run with
-    its SiLU-gated MLP on the same shape (same matmuls, same bytes); anything else it can't run -> None."""
-    if backend != "llamacpp":
-        return cfg, ""
-    from pocketlm.runtime.gguf import llamacpp_problems
-
-    problems = llamacpp_problems(cfg)
-    if not problems:
-        return cfg, ""
-    sub = cfg.replace(activation="silu")
-    if not llamacpp_problems(sub):
-        return sub, ""
-    return None, "; ".join(llamacpp_problems(sub))
-
-
-def candidate_units(cands: list[Candidate], backend: str) -> tuple[list[Unit], dict[str, int]]:
-    """One unit per engine shape; a shape's native-activation candidate represents its twins."""
-    by_shape: dict[str, list[tuple[Candidate, ModelConfig]]] = {}
-    skipped: dict[str, int] = {}
-    for c in cands:
-        mcfg, problem = engine_config(c.cfg, backend)
-        if mcfg is None:
-            skipped[problem] = skipped.get(problem, 0) + 1
-            continue
-        by_shape.setdefault(mcfg.shape_key(), []).append((c, mcfg))
-    units = []
-    for group in by_shape.values():
-        group.sort(key=lambda cm: cm[0].cfg.activation != cm[1].activation)  # native first
-        c, mcfg = group[0]
-        units.append(Unit(c.cfg.name, c.cfg, mcfg, "candidate", twins=[g[0].cfg.name for g in group[1:]],
-                          params=c.params))
-    return units, skipped
-
-
-def baseline_units(settings: SearchSettings) -> list[Unit]:
-    """Published presets within ±10% of the budget (same kind), as published and with the search's vocab."""
-    from pocketlm.model.presets import published_presets
-
-    cons = settings.constraints()
-    units = []
-    for p in published_presets():
-        if not cons.within_budget(costs.param_groups(p), BASELINE_WINDOW):
-            continue
-        variants = [(p.name, p, "published")]
-        if p.vocab_size != settings.vocab_size:
-            v = p.replace(vocab_size=settings.vocab_size)
-            variants.append((f"{p.name}@v{settings.vocab_size}", v, "search vocab"))
-        for name, cfg, variant in variants:
-            mcfg, problem = engine_config(cfg, settings.backend)
-            if mcfg is None:
-                continue
-            units.append(Unit(name, cfg, mcfg, "baseline", variant=variant, params=costs.param_groups(cfg)))
-    return units
-
-
-# ---------------------------------------------------------------------------------------------- engine
-class EngineMeasurer:
-    """Times a config on the real engine with random weights (pocketlm.runtime.engine).
-
-    llama.cpp: exports a random GGUF straight in the quantized layout into OUT/.gguf/ and keeps it
-    while the shape may still be a finalist (`prune`), so the finals don't export again."""
-
-    def __init__(self, settings: SearchSettings):
-        self.s = settings
-        self.dir = settings.out / ".gguf"
-
-    def gguf_path(self, cfg: ModelConfig) -> Path:
-        return self.dir / f"{cfg.shape_key()}-{self.s.quant}.gguf"
-
-    def __call__(self, cfg: ModelConfig, repeats: int, warmup: int) -> dict:
-        from pocketlm.runtime.engine import load_runtime, measure
-
-        s = self.s
-        n_ctx = s.prompt_len + s.decode_len + 16
-        t0 = time.perf_counter()
-        if s.backend == "llamacpp":
-            path = self.gguf_path(cfg)
-            if not path.exists():
-                from pocketlm.runtime.gguf import export_gguf
-
-                export_gguf(cfg, path, quant=s.quant, seed=s.seed)
-            spec: Any = str(path)
-        else:
-            spec = cfg
-        export_s = time.perf_counter() - t0
-        rt = load_runtime(spec, backend=s.backend, quant=s.quant, threads=s.threads, n_ctx=n_ctx,
-                          dtype=s.dtype, seed=s.seed)
-        try:
-            if warmup:  # a short warm-up touches every weight page and builds both graph sizes; a full
-                # workload as warm-up would cost a third of the search's time for nothing
-                rt.prefill(list(range(min(32, s.prompt_len))))
-                rt.decode(min(4, s.decode_len))
-            m = measure(rt, s.prompt_len, s.decode_len, repeats=repeats, warmup=0, seed=s.seed)
-        finally:
-            rt.close()
-        m = dict(m)
-        m["export_s"] = round(export_s, 3)
-        return m
-
-    def prune(self, keep: set[str]) -> None:
-        """Delete exported GGUFs except those of the shapes in `keep` (shape keys)."""
-        if not self.dir.exists():
-            return
-        for f in self.dir.glob("*.gguf"):
-            if not any(f.name == f"{k}-{self.s.quant}.gguf" for k in keep):
-                f.unlink(missing_ok=True)
-
-    def cleanup(self) -> None:
-        if self.dir.exists():
-            for f in self.dir.iterdir():
-                f.unlink(missing_ok=True)
-            self.dir.rmdir()
-
-
-# ---------------------------------------------------------------------------------------------- the search
 class Search:
     def __init__(self, settings: SearchSettings, measure_fn: MeasureFn | None = None,
                  log: Callable[[str], None] | None = None, progress: bool = True):
@@ -355,8 +66,6 @@ class Search:
     # -------------------------------------------------------------- helpers
     def log(self, msg: str) -> None:
         if self.bar is not None:
-            from tqdm import tqdm
-
             with tqdm.external_write_mode(file=sys.stdout):  # clear the bar, print, redraw it
                 self._log(msg)
         else:
@@ -455,8 +164,6 @@ class Search:
     # -------------------------------------------------------------- latency model
     def fit_and_predict(self, pending: list[Unit]) -> dict[str, float]:
         """Fit the latency model to all screening measurements; predicted objective cost per pending unit."""
-        from pocketlm.search.latency import LatencyModel
-
         recs = []
         for u in self.units + self.baselines:
             if u.screen and not u.screen.get("error"):
@@ -504,7 +211,7 @@ class Search:
     def finals_reserve(self) -> float:
         walls = [u.screen.get("wall_s", 0.0) for u in self.units + self.baselines if u.screen]
         per = statistics.median(walls) if walls else 5.0
-        n = self.s.finalists + min(2, len(self.baselines))
+        n = self.s.finalists + len(self.baseline_finalists())
         return n * self.s.final_rounds * per * 0.6  # finals reuse the exported files and warm up once
 
     def out_of_budget(self) -> str:
@@ -524,13 +231,24 @@ class Search:
         """Keep exported GGUFs of the shapes that may still be finalists; delete the rest."""
         if self.engine is None:
             return
-        keep = {u.measured_cfg.shape_key() for u in self.top(self.s.finalists + 2)}
-        keep |= {u.measured_cfg.shape_key() for u in self.best_baselines(2)}
-        self.engine.prune(keep)
+        keep = self.top(self.s.finalists + 2) + self.baseline_finalists()
+        self.engine.prune(u.measured_cfg for u in keep)
 
-    def best_baselines(self, k: int, variant: str = "published") -> list[Unit]:
-        measured = [u for u in self.baselines if u.variant == variant and u.screen and not u.screen.get("error")]
+    def best_baselines(self, k: int, same_vocab: bool = False) -> list[Unit]:
+        """The k fastest measured presets: as published, or at the search's vocabulary (a published
+        preset that already has it counts as both)."""
+        measured = [u for u in self.baselines if u.screen and not u.screen.get("error") and
+                    (u.cfg.vocab_size == self.s.vocab_size if same_vocab else u.variant == "published")]
         return sorted(measured, key=self.screen_cost)[:k]
+
+    def baseline_finalists(self) -> list[Unit]:
+        """The presets re-timed in the finals: the two fastest as published (what a user would pick) and
+        the two fastest at the search's vocabulary (the same shapes, so the architecture alone is compared)."""
+        picked: list[Unit] = []
+        for u in self.best_baselines(2) + self.best_baselines(2, same_vocab=True):
+            if not any(u is p for p in picked):
+                picked.append(u)
+        return picked
 
     def run(self) -> dict:
         s = self.s
@@ -564,10 +282,8 @@ class Search:
             self.log(f"  resuming: {len(self.store.records)} measurements cached in {self.store.path}")
 
         total = len(self.baselines) + min(s.max_measure, len(self.units)) + \
-            (s.finalists + min(2, len(self.baselines))) * s.final_rounds
+            (s.finalists + min(4, len(self.baselines))) * s.final_rounds  # corrected once the finalists are known
         if self.progress:
-            from tqdm import tqdm
-
             self.bar = tqdm(total=total, desc="search", unit="run", file=sys.stderr, dynamic_ncols=True, disable=None,
                             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
         try:
@@ -579,7 +295,9 @@ class Search:
                 self.bar = None
             if self.engine is not None:
                 self.engine.cleanup()
-        return self._finish()
+        summary = self._finish()
+        write_outputs(self)
+        return summary
 
     def _screening(self) -> None:
         s = self.s
@@ -642,7 +360,7 @@ class Search:
 
     def _finals(self) -> None:
         s = self.s
-        finalists = self.top(s.finalists) + self.best_baselines(2)
+        finalists = self.top(s.finalists) + self.baseline_finalists()
         self.finalists = finalists
         if not finalists:
             raise UserError("no candidate could be measured on the engine; see the errors above and in "
@@ -654,8 +372,6 @@ class Search:
                  f"{s.final_rounds} alternating rounds:")
         # Finals are side by side only within one session: key them by the finalist set, so a resumed
         # search whose finalists changed re-times all of them rather than mixing in old numbers.
-        import hashlib
-
         group = hashlib.sha1("|".join(sorted(u.measured_cfg.shape_key() for u in finalists)).encode()).hexdigest()[:8]
         for r in range(s.final_rounds):
             order = finalists[r % len(finalists):] + finalists[:r % len(finalists)]
@@ -686,7 +402,10 @@ class Search:
             raise UserError(f"no finalist could be measured; see {self.store.path}")
         winner = min(cands, key=self.cost)
         presets = [u for u in self.finalists if u.role == "baseline" and u.final_metrics()]
-        best_preset = min(presets, key=self.cost) if presets else None
+        # Two ratios: against the fastest preset as published (what a user would pick instead; the
+        # headline), and against the fastest preset shape at the search's vocabulary (architecture only).
+        best_preset = min((u for u in presets if u.variant == "published"), key=self.cost, default=None)
+        same_vocab = min((u for u in presets if u.cfg.vocab_size == s.vocab_size), key=self.cost, default=None)
         wm = winner.final_metrics()
         summary: dict[str, Any] = {
             "winner": winner.name, "objective": s.objective,
@@ -696,13 +415,8 @@ class Search:
             "winner_measured_as": winner.measured_as,
             "winner_params_total": winner.params["total"],
             "winner_params_non_embedding": winner.params["non_embedding"],
-            "best_preset": best_preset.name if best_preset else None,
-            "best_preset_measured_as": best_preset.measured_as if best_preset else None,
-            "best_preset_metrics": _round(best_preset.final_metrics()) if best_preset else None,
-            "best_preset_spread": round(self.spread(best_preset), 4) if best_preset else None,
-            "best_preset_params_total": best_preset.params["total"] if best_preset else None,
-            "best_preset_params_non_embedding": best_preset.params["non_embedding"] if best_preset else None,
-            "speedup_vs_best_preset": None, "speedups": None,
+            **self._baseline_summary("best_preset", best_preset, wm, "speedups"),
+            **self._baseline_summary("best_preset_same_vocab", same_vocab, wm, "speedups_same_vocab"),
             "budget": s.budget, "budget_kind": s.budget_kind, "tolerance": s.tolerance,
             "vocab_size": s.vocab_size, "engine": s.engine_label(), "backend": s.backend,
             "quant": s.quant if s.backend == "llamacpp" else s.dtype, "threads": s.resolved_threads,
@@ -716,13 +430,23 @@ class Search:
             if len(self.model_errors) >= 3 else None,
             "runtime_s": round(time.monotonic() - self.t0, 1), "out": str(s.out),
         }
-        if best_preset:
-            pm = best_preset.final_metrics()
-            summary["speedup_vs_best_preset"] = round(speedup(pm, wm, s.objective), 4)
-            summary["speedups"] = {o: round(speedup(pm, wm, o), 4) for o in OBJECTIVES}
-        self.winner, self.best_preset, self.summary = winner, best_preset, summary
-        write_outputs(self)
+        self.winner, self.best_preset, self.best_preset_same_vocab = winner, best_preset, same_vocab
+        self.summary = summary
         return summary
+
+    def _baseline_summary(self, prefix: str, preset: Unit | None, wm: dict, speedups_key: str) -> dict:
+        """Summary keys of one comparison preset: its name, metrics, spread, sizes and the speedups."""
+        pm = preset.final_metrics() if preset else None
+        return {
+            prefix: preset.name if preset else None,
+            f"{prefix}_measured_as": preset.measured_as if preset else None,
+            f"{prefix}_metrics": _round(pm),
+            f"{prefix}_spread": round(self.spread(preset), 4) if preset else None,
+            f"{prefix}_params_total": preset.params["total"] if preset else None,
+            f"{prefix}_params_non_embedding": preset.params["non_embedding"] if preset else None,
+            f"speedup_vs_{prefix}": round(speedup(pm, wm, self.s.objective), 4) if pm else None,
+            speedups_key: {o: round(speedup(pm, wm, o), 4) for o in OBJECTIVES} if pm else None,
+        }
 
 
 def _round(m: dict | None) -> dict | None:
@@ -732,212 +456,7 @@ def _round(m: dict | None) -> dict | None:
             if k in METRICS or k == "rounds"}
 
 
-# ---------------------------------------------------------------------------------------------- outputs
-def winner_config(search: Search) -> ModelConfig:
-    s, w = search.s, search.winner
-    engine = s.engine_label()
-    from pocketlm.runtime.hardware import cpu_name
 
-    return w.cfg.replace(
-        name=f"pocketlm-search-{format_count(s.budget).lower()}",
-        source=f"pocketlm search --budget {format_count(s.budget)} ({s.budget_kind}) on {cpu_name()}, {engine}, "
-               f"objective {s.objective} ({s.prompt_len}+{s.decode_len} tokens), {time.strftime('%Y-%m-%d')}")
-
-
-def pareto_front(units: list[Unit], objective: str) -> list[Unit]:
-    """Measured units no other unit beats on both speed and non-embedding parameters."""
-    pts = [u for u in units if u.best_metrics()]
-    pts.sort(key=lambda u: (-u.params["non_embedding"], objective_cost(u.best_metrics(), objective)))
-    front, best = [], math.inf
-    for u in pts:  # walking from most params down, keep each that is faster than all bigger ones
-        c = objective_cost(u.best_metrics(), objective)
-        if c < best:
-            front.append(u)
-            best = c
-    return front[::-1]
-
-
-def write_outputs(search: Search) -> None:
-    out = search.s.out
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = winner_config(search)
-    _atomic(out / "config.json", json.dumps(cfg.to_hf_dict(), indent=2) + "\n")
-    _atomic(out / "summary.json", json.dumps(search.summary, indent=2, default=_json_default) + "\n")
-    plot_pareto(search, out / "pareto.png")
-    _atomic(out / "report.md", render_report(search, cfg))
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _shape(cfg: ModelConfig) -> str:
-    return (f"{cfg.hidden_size}x{cfg.num_layers}, {cfg.num_heads}h/{cfg.num_kv_heads}kv d{cfg.head_dim}, "
-            f"FFN {cfg.intermediate_size} {cfg.activation}")
-
-
-def render_report(search: Search, cfg: ModelConfig) -> str:
-    s, sm = search.s, search.summary
-    metric, label, unit, lower = OBJECTIVES[s.objective]
-    w, bp = search.winner, search.best_preset
-    from pocketlm.runtime.hardware import cpu_name
-
-    lines = [f"# pocketlm search: {format_count(s.budget)} {s.budget_kind} parameters", ""]
-    lines += [f"- machine: {cpu_name()}, {s.engine_label()}",
-              f"- budget: {search.s.constraints().describe()}, vocab {s.vocab_size:,}"
-              + (f", weights ≤ {s.max_weight_mb:g} MB ({s.precision})" if s.max_weight_mb else "")
-              + (f", KV cache ≤ {s.max_kv_mb:g} MB at {s.kv_context} tokens" if s.max_kv_mb else ""),
-              f"- workload: {s.prompt_len}-token prompt + {s.decode_len} decoded tokens, batch 1; objective: "
-              f"{label} ({s.objective})",
-              f"- space: {search.space.source}; {sm['space_shapes']:,} shapes, {sm['candidates']:,} within budget "
-              f"and caps, {sm['engine_shapes']:,} distinct on the engine",
-              f"- measured: {sm['measured_candidates']} candidates + {sm['measured_baselines']} preset variants "
-              f"(screening: 1 warm-up + {s.repeats} runs each), then {len(search.finalists)} finalists × "
-              f"{s.final_rounds} alternating rounds; stopped: {sm['stop_reason']}",
-              f"- latency model (pocketlm.search.latency) error on candidates before they were measured: "
-              + (f"{sm['latency_model_error']:.1%} median" if sm["latency_model_error"] is not None else "n/a"),
-              f"- wall time: {sm['runtime_s']:.0f} s ({sm['new_measurements']} new measurements, "
-              f"{sm['reused_measurements']} reused from results.jsonl)", ""]
-
-    wm = w.final_metrics()
-    lines += ["## Winner", "", f"**{w.name}** — {_shape(w.cfg)}, {'tied' if w.cfg.tie_embeddings else 'untied'} "
-              f"embeddings, vocab {w.cfg.vocab_size:,}: {format_count(w.params['total'])} params "
-              f"({format_count(w.params['non_embedding'])} non-embedding)", ""]
-    if not w.cfg.tie_embeddings:
-        lines += [f"Untied: {format_count(w.cfg.vocab_size * w.cfg.hidden_size)} of its budget is an input "
-                  "lookup table that costs nothing per token, which is part of its speed. Compare non-embedding "
-                  "counts for capability (below), or search tied shapes only with `tie_embeddings: [true]` in "
-                  "a --space file.", ""]
-    if w.measured_as != "native":
-        lines += [f"Timed as a {SUBSTITUTE}: llama.cpp has no {w.cfg.activation}-gated llama MLP, so the same "
-                  "shape ran with SiLU (identical matmuls and bytes). To run it on llama.cpp, train it with "
-                  "`activation: silu`.", ""]
-    if bp:
-        pm = bp.final_metrics()
-        lines += [f"Against the fastest published preset within ±{BASELINE_WINDOW:.0%} of the budget, "
-                  f"**{bp.name}**{' (timed as ' + SUBSTITUTE + ')' if bp.measured_as != 'native' else ''}, "
-                  f"measured side by side ({s.final_rounds} alternating rounds, medians):", "",
-                  "| | params | non-embedding | e2e s | TTFT s | prefill tok/s | decode tok/s | peak RSS MB |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for unit, m in ((w, wm), (bp, pm)):
-            lines.append(f"| {unit.name} | {format_count(unit.params['total'])} | "
-                         f"{format_count(unit.params['non_embedding'])} | {m['e2e_s']:.3f} | {m['ttft_s']:.3f} | "
-                         f"{m['prefill_tok_s']:.0f} | {m['decode_tok_s']:.1f} | "
-                         f"{m.get('peak_rss_mb', float('nan')):.0f} |")
-        sp = sm["speedups"]
-        lines += ["", f"**Speedup: {sp[s.objective]:.2f}x on {label}** (e2e {sp['e2e']:.2f}x, decode "
-                  f"{sp['decode']:.2f}x, prefill {sp['prefill']:.2f}x, TTFT {sp['ttft']:.2f}x); measurement "
-                  f"spread ±{search.spread(w):.1%} (winner), ±{search.spread(bp):.1%} (preset).", ""]
-    else:
-        lines += [f"No published preset lies within ±{BASELINE_WINDOW:.0%} of the budget, so there is no "
-                  "baseline to compare with.", ""]
-    lines += ["Use it (config.json is a Hugging Face LlamaForCausalLM config):", "", "```",
-              f"pocketlm init {s.out / 'config.json'} --out runs/{cfg.name}        # random-init checkpoint",
-              f"pocketlm pretrain {'phonelm-1.5b' if s.budget >= 1e9 else 'phonelm-0.5b'} --model "
-              f"{s.out / 'config.json'}   # PhoneLM's recipe, this shape",
-              "```", ""]
-
-    lines += ["## Finals (measured side by side, alternating)", "",
-              f"| rank | name | role | shape | params | {label} | spread | prefill tok/s | decode tok/s | measured as |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for i, u in enumerate(sorted((u for u in search.finalists if u.final_metrics()), key=search.cost), 1):
-        m = u.final_metrics()
-        lines.append(f"| {i} | {u.name} | {u.role} | {_shape(u.cfg)} | {format_count(u.params['total'])} | "
-                     f"{m[metric]:.4g} {unit} | ±{search.spread(u):.1%} | {m['prefill_tok_s']:.0f} | "
-                     f"{m['decode_tok_s']:.1f} | {u.measured_as} |")
-
-    lines += ["", "## Presets (screening measurement)", "",
-              "| name | variant | shape | vocab | params | non-emb | e2e s | TTFT s | prefill tok/s | decode tok/s | measured as |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for u in sorted((u for u in search.baselines if u.screen), key=search.screen_cost):
-        lines.append(_row(u, u.screen, extra=[u.variant]))
-    if not search.baselines:
-        lines.append("| (none within the window) |||||||||||")
-
-    lines += ["", "## All measured candidates, ranked (screening measurement)", "",
-              "| rank | name | shape | vocab | params | non-emb | e2e s | TTFT s | prefill tok/s | decode tok/s | measured as | predicted |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    ranked = sorted((u for u in search.units if u.screen and not u.screen.get("error")), key=search.screen_cost)
-    for i, u in enumerate(ranked, 1):
-        pred = f"{u.predicted[metric]:.4g}" if u.predicted else "—"
-        lines.append(f"| {i} " + _row(u, u.screen, extra=[], tail=[pred]))
-    errors = [u for u in search.units + search.baselines if u.screen and u.screen.get("error")]
-    if errors:
-        lines += ["", "Failed measurements: " + "; ".join(f"{u.name}: {u.screen['error']}" for u in errors)]
-
-    front = pareto_front([u for u in search.units if u.screen], s.objective)
-    lines += ["", "## Pareto frontier: speed vs non-embedding parameters", "",
-              "Candidates no other measured candidate beats on both (more non-embedding parameters is the usual "
-              "proxy for capability at a fixed budget). See pareto.png.", "",
-              f"| name | non-emb params | {label} |", "|---|---|---|"]
-    for u in front:
-        lines.append(f"| {u.name} | {format_count(u.params['non_embedding'])} | "
-                     f"{u.best_metrics()[metric]:.4g} {unit} |")
-    subst = [u for u in search.units + search.baselines if u.screen and u.measured_as != "native"]
-    lines += ["", "## Notes", ""]
-    if subst:
-        lines.append(f"- {len(subst)} measured shapes use an activation llama.cpp lacks and were timed as a "
-                     f"{SUBSTITUTE} on the same shape ({', '.join(u.name for u in subst[:6])}"
-                     f"{', ...' if len(subst) > 6 else ''}).")
-    if search.skipped:
-        lines.append("- skipped (engine cannot run): " + "; ".join(f"{n}× {p}" for p, n in search.skipped.items()))
-    lines.append("- every measurement (config, params, all metrics, spreads, role) is in results.jsonl; rerunning "
-                 "the same command reuses it.")
-    lines.append("- random weights: speed does not depend on the values; the ranking says nothing about quality "
-                 "beyond the parameter count.")
-    return "\n".join(lines) + "\n"
-
-
-def _row(u: Unit, m: dict, extra: list[str], tail: list[str] = ()) -> str:
-    cells = [u.name, *extra, _shape(u.cfg), f"{u.cfg.vocab_size:,}", format_count(u.params["total"]),
-             format_count(u.params["non_embedding"]), f"{m['e2e_s']:.3f}", f"{m['ttft_s']:.3f}",
-             f"{m['prefill_tok_s']:.0f}", f"{m['decode_tok_s']:.1f}", u.measured_as, *tail]
-    return "| " + " | ".join(cells) + " |"
-
-
-def plot_pareto(search: Search, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    s = search.s
-    metric, label, unit, _ = OBJECTIVES[s.objective]
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    cands = [u for u in search.units if u.best_metrics()]
-    ax.scatter([u.params["non_embedding"] / 1e6 for u in cands], [u.best_metrics()[metric] for u in cands],
-               s=18, c="#9aa5b1", label="measured candidates")
-    front = pareto_front(cands, s.objective)
-    ax.plot([u.params["non_embedding"] / 1e6 for u in front], [u.best_metrics()[metric] for u in front],
-            "-o", c="#1f77b4", ms=4, label="Pareto frontier")
-    for u in search.baselines:
-        m = u.best_metrics()
-        if m:
-            marker = "s" if u.variant == "published" else "D"
-            ax.scatter([u.params["non_embedding"] / 1e6], [m[metric]], marker=marker, s=50, c="#d62728"
-                       if u.variant == "published" else "#ff9896", zorder=3)
-            ax.annotate(u.name, (u.params["non_embedding"] / 1e6, m[metric]), fontsize=7,
-                        xytext=(4, 4), textcoords="offset points")
-    w = search.winner
-    ax.scatter([w.params["non_embedding"] / 1e6], [w.final_metrics()[metric]], marker="*", s=220, c="#2ca02c",
-               zorder=4, label=f"winner {w.name}")
-    ax.scatter([], [], marker="s", c="#d62728", label="presets (published)")
-    ax.set_xlabel("non-embedding parameters (M)")
-    ax.set_ylabel(f"{label} ({unit}){' — lower is better' if OBJECTIVES[s.objective][3] else ' — higher is better'}")
-    ax.set_title(f"pocketlm search, {format_count(s.budget)} {s.budget_kind} params, {s.engine_label()}\n"
-                 f"workload {s.prompt_len}+{s.decode_len} tokens", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------------------------------------- API + CLI
 def run_search(settings: SearchSettings, measure_fn: MeasureFn | None = None, progress: bool = True,
                log: Callable[[str], None] | None = None) -> dict:
     """Run a search (resuming from OUT/results.jsonl); returns the summary dict (also OUT/summary.json)."""
@@ -948,122 +467,3 @@ def run_search(settings: SearchSettings, measure_fn: MeasureFn | None = None, pr
         (log or print)(f"interrupted: {search.new_measurements} new measurements are saved in "
                        f"{settings.out / 'results.jsonl'}; rerun the same command to resume")
         raise
-
-
-def _fresh(out: Path) -> None:
-    res = out / "results.jsonl"
-    if res.exists():  # never lose work: set the old cache aside
-        res.rename(out / f"results.{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "search", help="find the fastest architecture for a parameter budget on this machine",
-        description="Hardware-aware architecture search (PhoneLM): enumerate the shapes within a parameter "
-                    "budget, rank them with the latency model, time the promising ones on the real engine with "
-                    "random weights, and compare the winner with the published presets of that size. Writes "
-                    "results.jsonl, report.md, pareto.png and the winner's config.json to --out.")
-    g = p.add_argument_group("budget")
-    g.add_argument("--budget", default="0.5B", metavar="N", help="parameter budget: 0.5B, 500M or 500000000 (default 0.5B)")
-    g.add_argument("--budget-kind", default="total", choices=BUDGET_KINDS,
-                   help="count total or non-embedding parameters (default total)")
-    g.add_argument("--tolerance", type=float, default=0.05, metavar="F", help="relative tolerance around the budget (0.05)")
-    g.add_argument("--max-weight-mb", type=float, default=None, metavar="MB", help="cap on weight memory at the target precision")
-    g.add_argument("--max-kv-mb", type=float, default=None, metavar="MB", help="cap on F16 KV-cache memory at --kv-context")
-    g.add_argument("--kv-context", type=int, default=2048, metavar="T", help="context length for --max-kv-mb (2048)")
-    g.add_argument("--vocab-size", type=int, default=49152, metavar="V",
-                   help="vocabulary of the tokenizer you will train with (default 49152)")
-    g.add_argument("--space", default=None, metavar="FILE", help="search-space YAML (default: pocketlm's built-in space)")
-    w = p.add_argument_group("workload and engine")
-    w.add_argument("--prompt-len", type=int, default=256, metavar="T", help="prompt tokens (256)")
-    w.add_argument("--decode-len", type=int, default=128, metavar="T", help="decoded tokens (128)")
-    w.add_argument("--objective", default="e2e", choices=list(OBJECTIVES),
-                   help="e2e = latency of the whole workload (default), decode/prefill tok/s, ttft")
-    w.add_argument("--backend", default="llamacpp", choices=BACKENDS, help="engine to time on (llamacpp)")
-    w.add_argument("--quant", default="q4_0", metavar="Q", help="llama.cpp weight type: f32, f16, q8_0, q4_0 (q4_0)")
-    w.add_argument("--dtype", default="float32", metavar="D", help="torch backend dtype (float32)")
-    w.add_argument("--threads", type=int, default=None, metavar="N", help="engine threads (default: all cores)")
-    m = p.add_argument_group("method")
-    m.add_argument("--max-measure", type=int, default=40, metavar="N", help="most candidate shapes to time (40)")
-    m.add_argument("--time-budget", type=float, default=480, metavar="S",
-                   help="seconds for the search (480); soft: the initial sample, one guided round and the "
-                        "finals always run")
-    m.add_argument("--repeats", type=int, default=2, metavar="N", help="timed runs per screening measurement (2)")
-    m.add_argument("--finalists", type=int, default=3, metavar="N", help="candidates re-timed against the presets (3)")
-    m.add_argument("--final-rounds", type=int, default=3, metavar="N", help="alternating rounds in the finals (3)")
-    m.add_argument("--seed", type=int, default=0, metavar="N", help="seed for sampling and random weights (0)")
-    p.add_argument("--out", default=None, metavar="DIR", help="output directory (default runs/search-<budget>)")
-    p.add_argument("--fresh", action="store_true", help="ignore (and set aside) cached measurements in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
-    p.set_defaults(func=cmd_search)
-
-
-def cmd_search(args) -> int:
-    budget = parse_budget(args.budget)
-    out = Path(args.out or f"runs/search-{format_count(budget)}")
-    settings = SearchSettings(
-        budget=budget, out=out, budget_kind=args.budget_kind, tolerance=args.tolerance,
-        vocab_size=args.vocab_size, max_weight_mb=args.max_weight_mb, max_kv_mb=args.max_kv_mb,
-        kv_context=args.kv_context, space=args.space, prompt_len=args.prompt_len, decode_len=args.decode_len,
-        objective=args.objective, backend=args.backend, quant=args.quant, dtype=args.dtype, threads=args.threads,
-        max_measure=args.max_measure, time_budget=args.time_budget, repeats=args.repeats,
-        finalists=args.finalists, final_rounds=args.final_rounds, seed=args.seed)
-    settings.constraints()  # validate flags before touching anything
-    if args.backend == "llamacpp":
-        try:
-            import llama_cpp  # noqa: F401
-        except ImportError:
-            raise UserError("the llamacpp backend needs llama-cpp-python (pip install 'pocketlm[runtime]'), "
-                            "or use --backend torch") from None
-    if args.fresh:
-        _fresh(out)
-    log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
-    import signal
-
-    def _term(signum, frame):  # `kill` behaves like Ctrl-C: exported GGUFs are cleaned up, cache kept
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _term)
-    summary = run_search(settings, progress=not args.no_progress, log=log)
-    if args.json:
-        from pocketlm.utils import print_json
-
-        print_json(summary)
-    else:
-        print_summary(summary)
-    return 0
-
-
-def print_summary(sm: dict) -> None:
-    metric, label, unit, _ = OBJECTIVES[sm["objective"]]
-    cfg = ModelConfig.from_dict(sm["winner_config"])
-    wm = sm["winner_metrics"]
-    print()
-    tied = "tied" if cfg.tie_embeddings else "untied"
-    print(f"winner: {sm['winner']} — {_shape(cfg)}, {tied} embeddings, vocab {cfg.vocab_size:,}, "
-          f"{format_count(sm['winner_params_total'])} params ({format_count(sm['winner_params_non_embedding'])} "
-          f"non-embedding){' [timed as ' + SUBSTITUTE + ']' if sm['winner_measured_as'] != 'native' else ''}")
-    print(f"  {sm['prompt_len']}-token prompt + {sm['decode_len']} new tokens on {sm['engine']}: "
-          f"{wm['e2e_s']:.2f} s end to end (prefill {wm['prefill_tok_s']:.0f} tok/s, "
-          f"decode {wm['decode_tok_s']:.1f} tok/s)")
-    if sm["best_preset"]:
-        pm = sm["best_preset_metrics"]
-        sp = sm["speedups"]
-        print(f"fastest published preset of that size: {sm['best_preset']} "
-              f"({format_count(sm.get('best_preset_params_total') or 0)} params, "
-              f"{format_count(sm.get('best_preset_params_non_embedding') or 0)} non-embedding): {pm['e2e_s']:.2f} s end to end "
-              f"(prefill {pm['prefill_tok_s']:.0f} tok/s, decode {pm['decode_tok_s']:.1f} tok/s)")
-        print(f"speedup: {sp[sm['objective']]:.2f}x on {label} (decode {sp['decode']:.2f}x, prefill "
-              f"{sp['prefill']:.2f}x), measured side by side; spread ±{sm['winner_spread']:.1%}")
-    else:
-        print("no published preset within ±10% of the budget to compare with")
-    out = Path(sm["out"])
-    print(f"wrote {out / 'config.json'} (ready for `pocketlm init` / `pocketlm pretrain`), report.md, "
-          f"pareto.png, results.jsonl in {sm['runtime_s']:.0f} s")
-    recipe = "phonelm-1.5b" if sm["budget"] >= 1e9 else "phonelm-0.5b"
-    print(f"next: pocketlm pretrain {recipe} --model {out / 'config.json'}   (PhoneLM's recipe, this shape)")
-
-
-__all__ = ["SearchSettings", "Search", "run_search", "OBJECTIVES", "objective_cost", "speedup", "ResultStore",
-           "engine_config", "pareto_front", "register"]

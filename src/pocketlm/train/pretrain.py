@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from pocketlm.data.corpus import ensure_default_dataset
-from pocketlm.data.prepare import ShardedTokens, load_mixture, read_manifest
+from pocketlm.data.shards import ShardedTokens, load_mixture, read_manifest
 from pocketlm.errors import UserError
 from pocketlm.model.checkpoint import is_checkpoint_dir, load_checkpoint, parse_dtype, save_checkpoint
 from pocketlm.model.config import ModelConfig, resolve_config
