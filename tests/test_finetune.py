@@ -3,6 +3,8 @@ CLI output loadable by transformers, exact resume, recipe errors."""
 
 import json
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -410,3 +412,55 @@ def test_droidcall_finetune_records_prompt_style_and_copy_args(tmp_path):
     chat = tmp_path / "chat.jsonl"
     chat.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n')
     assert write_intent_meta(recipe_from_dict({"name": "t", "base": "tiny", "data": str(chat)}), tmp_path / "x") is None
+
+
+# ----------------------------------------------------------------------------- recipe contract
+# The --dry-run JSON of `pocketlm finetune` (users script against it): every key, nothing more.
+FINETUNE_RECIPE_KEYS = {
+    "name", "description", "base", "tokenizer", "data", "data_split", "data_config", "messages_field", "val_data",
+    "val_fraction", "max_samples", "synth_samples", "synth_multi_fraction", "candidates", "doc_style", "seq_len",
+    "packing", "group_by_length", "method", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "merge", "epochs",
+    "max_steps", "batch_size", "micro_batch_size", "lr", "min_lr", "schedule", "warmup_steps", "weight_decay",
+    "beta1", "beta2", "eps", "grad_clip", "precision", "model_dtype", "save_dtype", "compile", "parallel", "device",
+    "eval_every", "save_every", "keep_last", "log_every", "tensorboard", "seed"}
+
+
+def test_dry_run_json_keys_and_defaults_are_the_documented_ones(run_cli, tmp_path):
+    code, out, err = run_cli("finetune", "instruct-tiny", "--dry-run", "--out", tmp_path / "o", "--seed", "3")
+    assert code == 0, err
+    got = json.loads(out)
+    assert set(got) == {"out", "recipe"} and set(got["recipe"]) == FINETUNE_RECIPE_KEYS
+    assert got["recipe"]["seed"] == 3 and got["out"] == str(tmp_path / "o")
+    # fields the built-in recipe leaves out keep fine-tuning's own defaults, not pre-training's
+    r = got["recipe"]
+    assert (r["beta2"], r["keep_last"], r["candidates"], r["doc_style"]) == (0.999, 2, 4, "full")
+    from pocketlm.train.finetune import FinetuneRecipe
+    from pocketlm.train.pretrain import Recipe
+
+    pre, ft = Recipe(), FinetuneRecipe()
+    assert (pre.seq_len, pre.beta2, pre.weight_decay, pre.eval_every, pre.data) == (256, 0.95, 0.1, 100, "builtin")
+    assert (ft.seq_len, ft.beta2, ft.weight_decay, ft.eval_every, ft.data) == (2048, 0.999, 0.0, 0, "")
+
+
+def test_generic_finetune_does_not_import_intent():
+    code = ("import sys, pocketlm.train.cli, pocketlm.train.finetune\n"
+            "bad = sorted(m for m in sys.modules if m.startswith('pocketlm.intent'))\n"
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_droidcall_data_comes_from_the_intent_extension():
+    from pocketlm.intent.sft_data import SYNTH_SOURCE, IntentFinetuneRecipe
+    from pocketlm.train.finetune import FinetuneRecipe, recipe_type
+
+    assert recipe_type() is IntentFinetuneRecipe  # importing pocketlm.intent registered it
+    with pytest.raises(UserError, match="'candidates'"):
+        FinetuneRecipe.from_dict({"base": "tiny", "data": "x.jsonl", "candidates": 3})
+    with pytest.raises(UserError, match="'doc_style'"):
+        IntentFinetuneRecipe.from_dict({"base": "tiny", "data": SYNTH_SOURCE, "doc_style": "terse"})
+    r = IntentFinetuneRecipe.from_dict({"base": "tiny", "data": SYNTH_SOURCE, "synth_samples": 6, "candidates": 2})
+    convs, skipped = r.load_conversations(r.data)
+    assert len(convs) + sum(skipped.values()) == 6 and len(convs) >= 5
+    assert all(c[-1]["role"] == "assistant" and c[-1]["content"].startswith("result0 = ") for c in convs)
+
