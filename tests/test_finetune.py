@@ -464,3 +464,17 @@ def test_droidcall_data_comes_from_the_intent_extension():
     assert len(convs) + sum(skipped.values()) == 6 and len(convs) >= 5
     assert all(c[-1]["role"] == "assistant" and c[-1]["content"].startswith("result0 = ") for c in convs)
 
+
+def test_droidcall_finetune_writes_intent_json_into_final_checkpoint(ft_env, tmp_path):
+    from pocketlm.intent import synthesize
+    from pocketlm.intent.grammar import load_intent_meta
+    from pocketlm.intent.specs import write_droidcall
+
+    data = tmp_path / "droid.jsonl"
+    write_droidcall(synthesize(8, seed=0, split="train"), data)
+    recipe = _recipe(ft_env, data=str(data), doc_style="brief", candidates=1, seq_len=500, max_steps=1,
+                     save_every=0)
+    summary = run_finetune(recipe, tmp_path / "run", print_fn=lambda s: None)
+    meta = load_intent_meta(summary["final"])
+    assert (meta["doc_style"], meta["candidates"]) == ("brief", 1)
+
