@@ -26,7 +26,7 @@ import time
 import torch
 
 import pocketlm
-from pocketlm.model.config import resolve_config
+from pocketlm.model.presets import resolve_config
 from pocketlm.model.decoder import PocketLM
 from pocketlm.train.trainer import (Schedule, Trainer, TrainerConfig, build_optimizer, measure_matmul_peak,
                                     train_flops_per_token)

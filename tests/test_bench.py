@@ -1,20 +1,23 @@
 """`pocketlm bench` and the hardware measurements behind its roofline."""
 
+import importlib.util
 import json
 
 import pytest
 
-from pocketlm.runtime import bench
-
-from pocketlm.model import costs
-
-from pocketlm.runtime import hardware
 from pocketlm.errors import UserError
+from pocketlm.model import costs
 from pocketlm.model.presets import get_preset
+from pocketlm.runtime import bench, hardware
 
-llama_cpp = pytest.importorskip("llama_cpp")
+
+def requires(*packages: str):
+    """Skip a test (only that test) when an optional package it runs is not installed."""
+    missing = [p for p in packages if importlib.util.find_spec(p) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"needs {', '.join(missing)}")
 
 
+@requires("llama_cpp", "gguf", "matplotlib")
 def test_bench_cli_tiny_models_table_json_png(tmp_path, run_cli):
     from pocketlm.runtime.gguf import export_gguf
 
@@ -43,6 +46,7 @@ def test_bench_cli_tiny_models_table_json_png(tmp_path, run_cli):
     assert LatencyModel.fit(recs).coefficients["q4_0"]["decode"]
 
 
+@requires("matplotlib")
 def test_bench_torch_backend_json(tmp_path, run_cli):
     code, stdout, err = run_cli("bench", "tiny", "--backend", "torch", "--quant", "f32", "--contexts", "8",
                                 "--decode-tokens", "2", "--repeats", "1", "--warmup", "0", "--bandwidth", "20",

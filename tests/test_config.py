@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from pocketlm.model.config import ModelConfig, resolve_config
+from pocketlm.model.config import ModelConfig
+from pocketlm.model.presets import resolve_config
 from pocketlm.errors import UserError
 from pocketlm.model.presets import PRESETS, get_preset
 

@@ -146,7 +146,7 @@ def test_llamacpp_tokenizes_like_hugging_face(tmp_path, space_tokens, split_digi
     llama_cpp = pytest.importorskip("llama_cpp")
     from transformers import AutoTokenizer
 
-    from pocketlm.runtime.engine import open_llama
+    from pocketlm.runtime.llamacpp import open_llama
 
     ckpt = _tiny_checkpoint(tmp_path, space_tokens=space_tokens, split_digits=split_digits)
     path = export_gguf(ckpt, tmp_path / "m.gguf", quant="f32")

@@ -1,4 +1,5 @@
-"""Runtimes: torch ↔ llama.cpp greedy parity, quantized exports, sampling, timing protocol, CLI."""
+"""The engine: torch ↔ llama.cpp greedy parity, streaming responses and stats, quantized exports, sampling,
+timing protocol, CLI."""
 
 import json
 
@@ -6,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from pocketlm.model.config import ModelConfig
 from pocketlm.errors import UserError
-from pocketlm.runtime.sampling import generate, sample_next
+from pocketlm.model.config import ModelConfig
 from pocketlm.model.decoder import PocketLM
-from pocketlm.runtime.engine import load_runtime, measure
+from pocketlm.runtime.engine import GenerationResponse, load_runtime, measure
+from pocketlm.runtime.sampling import sample_next
 
 BASE = dict(vocab_size=512, hidden_size=64, num_layers=2, intermediate_size=192, max_position_embeddings=256)
 CONFIGS = {
@@ -52,6 +53,58 @@ def test_llamacpp_f32_greedy_matches_torch_for_32_steps(name):
     cosine = torch_logits @ llama_logits / np.linalg.norm(torch_logits) / np.linalg.norm(llama_logits)
     assert cosine > 0.99999
     assert np.abs(torch_logits - llama_logits).max() < 0.01 * np.abs(torch_logits).max()
+
+
+def _stream(rt, prompt, **kw) -> list[GenerationResponse]:
+    return list(rt.stream_generate(prompt, **kw))
+
+
+def test_engine_streams_the_same_greedy_tokens_on_torch_and_llamacpp():
+    pytest.importorskip("llama_cpp")
+    model = _lively(CONFIGS["qwen2-bias-tied"])
+    streams = {}
+    for backend in ("torch", "llamacpp"):
+        with load_runtime(model, backend=backend, quant="f32", threads=1) as rt:
+            streams[backend] = _stream(rt, PROMPT, max_new_tokens=12)
+    for responses in streams.values():
+        *steps, last = responses
+        assert len(steps) == 12 and all(r.finish_reason is None and r.token is not None for r in steps)
+        assert last.token is None and last.finish_reason == "length" and last.generation_tokens == 12
+    tokens = {b: [r.token for r in rs[:-1]] for b, rs in streams.items()}
+    assert len(set(tokens["torch"])) > 4 and tokens["llamacpp"] == tokens["torch"]
+
+
+def test_engine_stats_are_present_and_positive_on_every_call():
+    with load_runtime(_lively(CONFIGS["llama-gqa-untied"]), backend="torch", threads=1) as rt:
+        for n in (2, 5, 9):
+            responses = _stream(rt, PROMPT, max_new_tokens=n)
+            for r in responses:
+                assert r.prompt_tokens == len(PROMPT) and r.ttft_s > 0 and r.prompt_tok_s > 0 and r.peak_mem_mb > 0
+            last = responses[-1]
+            assert last.gen_tok_s > 0 and last.generation_tokens == n
+            result = rt.generate(PROMPT, max_new_tokens=n)
+            assert result.ttft_s > 0 and result.prompt_tok_s > 0 and result.gen_tok_s > 0 and result.peak_mem_mb > 0
+
+
+def test_engine_stop_tokens_finish_reason_and_logits_processor():
+    with load_runtime(_lively(CONFIGS["llama-gqa-untied"]), backend="torch", threads=1) as rt:
+        greedy = rt.generate(PROMPT, max_new_tokens=10).tokens
+        stop = greedy[4]
+        responses = _stream(rt, PROMPT, max_new_tokens=10, stop_ids=[stop])
+        assert [r.token for r in responses[:-1]] == greedy[:greedy.index(stop)]
+        assert responses[-1].finish_reason == "stop" and rt.generate(PROMPT, 10, stop_ids=[stop]).stopped
+        # a processor sees the tokens generated so far and decides what can be sampled
+        seen = []
+
+        def only_seven(tokens, logits):
+            seen.append(list(tokens))
+            keep = torch.full_like(logits, float("-inf"))
+            keep[7] = 0.0
+            return keep
+        assert rt.generate(PROMPT, 4, logits_processor=only_seven).tokens == [7, 7, 7, 7]
+        assert seen == [[], [7], [7, 7], [7, 7, 7]]
+        with pytest.raises(UserError, match="max_new_tokens"):
+            rt.generate(PROMPT, 0)
 
 
 @pytest.mark.parametrize("quant", ["f16", "bf16", "q8_0", "q4_0"])
@@ -101,10 +154,12 @@ def test_torch_runtime_prefill_decode_and_measure():
     assert t > 0 and len(steps) == 5 and rt.pos == 25
     m = measure(rt, prompt_len=16, decode_len=4, repeats=2)
     assert m["backend"] == "torch" and m["decode_tok_s"] > 0
-    # decode() continues greedily: same tokens as generate()
-    model = rt.model
-    expected = generate(model, list(range(20)), max_new_tokens=4)
-    assert rt.generate(list(range(20)), max_new_tokens=4).tokens == expected
+    # the KV-cached loop picks the same tokens as a full forward pass over the growing sequence
+    seq = list(range(20))
+    with torch.no_grad():
+        for _ in range(6):
+            seq.append(int(rt.model(torch.tensor([seq]))[0, -1].argmax()))
+    assert rt.generate(list(range(20)), max_new_tokens=6).tokens == seq[20:]
 
 
 def test_context_limits_and_bad_specs(tmp_path):
@@ -129,21 +184,21 @@ def test_context_limits_and_bad_specs(tmp_path):
 
 
 def test_sampling_controls():
-    model = _lively(CONFIGS["llama-gqa-untied"])
-    greedy = generate(model, PROMPT, max_new_tokens=12)
-    assert generate(model, PROMPT, max_new_tokens=12, temperature=0.8, top_k=1, seed=5) == greedy
-    assert generate(model, PROMPT, max_new_tokens=12, temperature=0.8, top_p=1e-6, seed=5) == greedy
-    a = generate(model, PROMPT, max_new_tokens=12, temperature=1.5, seed=1)
-    assert a == generate(model, PROMPT, max_new_tokens=12, temperature=1.5, seed=1)  # seeded
+    rt = load_runtime(_lively(CONFIGS["llama-gqa-untied"]), backend="torch", threads=1)
+    greedy = rt.generate(PROMPT, max_new_tokens=12).tokens
+    assert rt.generate(PROMPT, max_new_tokens=12, temperature=0.8, top_k=1, seed=5).tokens == greedy
+    assert rt.generate(PROMPT, max_new_tokens=12, temperature=0.8, top_p=1e-6, seed=5).tokens == greedy
+    a = rt.generate(PROMPT, max_new_tokens=12, temperature=1.5, seed=1).tokens
+    assert a == rt.generate(PROMPT, max_new_tokens=12, temperature=1.5, seed=1).tokens  # seeded
     assert a != greedy
     # stop tokens end generation and are not returned
-    assert generate(model, PROMPT, max_new_tokens=12, stop_ids=[greedy[3]]) == greedy[:greedy.index(greedy[3])]
+    assert rt.generate(PROMPT, max_new_tokens=12, stop_ids=[greedy[3]]).tokens == greedy[:greedy.index(greedy[3])]
     # top-k keeps only the k best: sampling never leaves them
     logits = torch.tensor([0.0, 5.0, 4.0, -1.0, 3.0])
     gen = torch.Generator().manual_seed(0)
     assert {sample_next(logits, 2.0, top_k=2, generator=gen) for _ in range(200)} == {1, 2}
     with pytest.raises(UserError):
-        generate(model, PROMPT, temperature=-1)
+        rt.generate(PROMPT, temperature=-1)
 
 
 def test_peak_rss_tracks_allocations():
@@ -212,3 +267,38 @@ def test_cli_generate_text_with_tokenizer(run_cli, tmp_path):
         assert outputs[backend]["prompt_tokens"] > 5 and isinstance(outputs[backend]["text"], str)
     assert outputs["torch"]["tokens"] == outputs["llamacpp"]["tokens"]
     assert outputs["torch"]["prompt_tokens"] == outputs["llamacpp"]["prompt_tokens"]
+
+
+@pytest.mark.slow  # builds a tiny checkpoint (tokenizer training + transformers import)
+def test_engine_takes_chat_messages_and_streams_text(tiny_ckpt):
+    from transformers import AutoTokenizer
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "set an alarm for 7"}]
+    with load_runtime(tiny_ckpt, backend="torch", threads=1) as rt:
+        responses = list(rt.stream_generate(messages, max_new_tokens=12))
+        ids = rt.encode_messages(messages)
+        ref = rt.generate(ids, 12, stop_ids=rt.end_of_turn_ids())
+    hf = AutoTokenizer.from_pretrained(str(tiny_ckpt))
+    assert ids == list(hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                              return_dict=True)["input_ids"])
+    assert responses[-1].prompt_tokens == len(ids) and responses[-1].finish_reason in ("stop", "length")
+    assert [r.token for r in responses if r.token is not None] == ref.tokens and ref.tokens
+    assert "".join(r.text for r in responses) == ref.text == hf.decode(ref.tokens, skip_special_tokens=True)
+
+
+def test_cli_generate_sampling_flags(run_cli):
+    def tokens(*flags):
+        code, out, err = run_cli("generate", "tiny", "--prompt-ids", "1,2,3", "--backend", "torch", "--threads", "1",
+                                 "--max-new-tokens", "12", "--json", *flags)
+        assert code == 0, err
+        return json.loads(out)["tokens"]
+
+    greedy = tokens("--greedy")
+    hot = tokens("--temperature", "5", "--seed", "1")
+    assert hot != greedy and hot == tokens("--temperature", "5", "--seed", "1")  # sampled, and seeded
+    assert tokens("--temperature", "5", "--seed", "2") != hot
+    assert tokens("--temperature", "5", "--top-k", "1", "--seed", "1") == greedy  # top-k 1 is greedy
+    assert tokens("--temperature", "5", "--top-p", "1e-9", "--seed", "1") == greedy  # so is a tiny nucleus
+    assert tokens("--greedy", "--temperature", "5") == greedy  # --greedy wins
+    code, _, err = run_cli("generate", "tiny", "--prompt-ids", "1", "--backend", "torch", "--top-p", "0")
+    assert code == 2 and "top_p" in err

@@ -18,10 +18,8 @@ STAGE_MODULES = (
     "pocketlm.model.cli",         # presets, info, init
     "pocketlm.data.cli",          # tokenizer train; data prepare / corpus / info
     "pocketlm.train.cli",         # pretrain, finetune
-    "pocketlm.intent",            # intent, intent eval, intent data
-    "pocketlm.runtime.gguf",      # export
-    "pocketlm.runtime.engine",    # generate
-    "pocketlm.runtime.bench",     # bench
+    "pocketlm.intent.cli",        # intent, intent eval, intent data
+    "pocketlm.runtime.cli",       # generate, export, bench
     "pocketlm.search.latency",    # latency fit / predict / calibrate
     "pocketlm.search.cli",        # search
 )

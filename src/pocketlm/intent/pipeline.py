@@ -174,9 +174,9 @@ def predict_intents(ckpt: str | os.PathLike, samples: list, specs: dict, *, doc_
     """Greedy predictions (DroidCall records + raw output) with the gold + random distractor
     candidates of DroidCall's evaluation, through `pocketlm.intent.infer` (constrained to valid
     calls unless `constrain` is False); returns (predictions, generation stats)."""
-    from pocketlm.intent.infer import TorchRunner, predict
+    from pocketlm.intent.infer import load_runner, predict
 
-    runner = TorchRunner(str(ckpt))
+    runner = load_runner(str(ckpt), "torch")
     t0 = time.perf_counter()
     preds = predict(runner, samples, specs, seed=seed, k=k, max_new_tokens=max_new_tokens,
                     doc_style=doc_style, progress=False, constrain=constrain)

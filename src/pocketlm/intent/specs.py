@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from pocketlm.errors import UserError
+from pocketlm.utils import atomic_write_text
 
 # Arguments of api.jsonl that annotated_api.jsonl does not know (or knows under another shape).
 # Free text (message subject/body) is semantic like send_email.body / create_note.text there;
@@ -51,13 +52,6 @@ class FunctionSpec:
     returns: dict | None = None
     examples: tuple[str, ...] = ()
     raw: dict = field(default_factory=dict, compare=False, repr=False)  # the api.jsonl record as-is
-
-    @property
-    def intent(self):
-        """The Android intent this function maps to (see pocketlm.intent.android)."""
-        from pocketlm.intent.android import INTENTS
-
-        return INTENTS.get(self.name)
 
     def doc(self) -> str:
         """Plain-text doc used by the retriever (name, description, argument descriptions)."""
@@ -243,10 +237,4 @@ def write_droidcall(samples: list[Sample], path: str | os.PathLike) -> None:
 
 
 def write_jsonl(records: list[dict], path: str | os.PathLike) -> None:
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))

@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
-from pocketlm.model.config import ModelConfig, resolve_config
 from pocketlm.errors import UserError
+from pocketlm.model.config import ModelConfig
 from pocketlm.model.decoder import PocketLM
+from pocketlm.model.presets import resolve_config
+from pocketlm.utils import replace_dir
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.json", "merges.txt", "chat_template.jinja", "tokenizer.model",
@@ -62,8 +65,6 @@ def save_checkpoint(model: PocketLM, out_dir: str | os.PathLike, tokenizer: Any 
             sd = {k: v.to(dtype) for k, v in sd.items()}
         hf["torch_dtype"] = str(next(iter(sd.values())).dtype).removeprefix("torch.")
         (tmp / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
-        from safetensors.torch import save_file
-
         save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()},
                   str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if tokenizer is not None:
@@ -76,15 +77,7 @@ def save_checkpoint(model: PocketLM, out_dir: str | os.PathLike, tokenizer: Any 
                 tokenizer.save_pretrained(str(tmp))
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -111,8 +104,6 @@ def read_state_dict(ckpt_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise UserError(f"cannot read {d / 'pytorch_model.bin'}: {e}") from None
     else:
         raise UserError(f"no model.safetensors in {d}")
-    from safetensors.torch import load_file
-
     sd: dict[str, torch.Tensor] = {}
     for f in files:
         try:

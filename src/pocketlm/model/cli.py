@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
-from pocketlm.model import costs
-from pocketlm.model.config import resolve_config
 from pocketlm.errors import UserError
+from pocketlm.model import costs
+from pocketlm.model.checkpoint import parse_dtype, save_checkpoint
+from pocketlm.model.decoder import PocketLM
+from pocketlm.model.presets import PRESETS, resolve_config
+from pocketlm.utils import print_json
 
 
 def _mb(n: float) -> str:
@@ -35,9 +39,6 @@ def preset_row(cfg) -> dict:
 
 
 def cmd_presets(args: argparse.Namespace) -> None:
-    from pocketlm.utils import print_json
-    from pocketlm.model.presets import PRESETS
-
     rows = [preset_row(c) for c in PRESETS.values()]
     if args.json:
         print_json(rows)
@@ -55,8 +56,6 @@ def cmd_presets(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from pocketlm.utils import print_json
-
     if args.context <= 0:
         raise UserError(f"--context must be positive, got {args.context}")
     cfg = resolve_config(args.model)
@@ -86,11 +85,6 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> None:
-    import time
-
-    from pocketlm.model.checkpoint import parse_dtype, save_checkpoint
-    from pocketlm.model.decoder import PocketLM
-
     cfg = resolve_config(args.model)
     dtype = parse_dtype(args.dtype)
     if args.tokenizer and not Path(args.tokenizer).is_dir():

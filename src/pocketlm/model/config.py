@@ -14,7 +14,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from pocketlm.errors import UserError
+from pocketlm.utils import atomic_write_text
 
 ACTIVATIONS = ("silu", "relu", "gelu")
 
@@ -121,7 +124,7 @@ class ModelConfig:
         path = Path(path)
         text = (_yaml_dump(self.to_dict()) if path.suffix in (".yaml", ".yml")
                 else json.dumps(self.to_dict(), indent=2) + "\n")
-        _atomic_write_text(path, text)
+        atomic_write_text(path, text)
 
     # ------------------------------------------------------------------ Hugging Face
     def to_hf_dict(self) -> dict[str, Any]:
@@ -238,8 +241,6 @@ def read_structured_file(path: str | os.PathLike) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as e:
             raise UserError(f"malformed JSON in {path}: {e}") from None
-    import yaml
-
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -248,30 +249,7 @@ def read_structured_file(path: str | os.PathLike) -> Any:
 
 
 def _yaml_dump(data: Any) -> str:
-    import yaml
-
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def resolve_config(spec: str) -> ModelConfig:
-    """A preset name, a config file (pocketlm YAML/JSON or HF config.json) or a checkpoint directory."""
-    from pocketlm.model.presets import PRESETS, get_preset
-
-    if spec in PRESETS:
-        return get_preset(spec)
-    path = Path(spec)
-    if path.exists():
-        return ModelConfig.from_file(path)
-    if path.suffix in (".json", ".yaml", ".yml") or os.sep in spec:
-        raise UserError(f"file or directory not found: {spec}")
-    raise UserError(f"unknown preset '{spec}' (and no such file); run `pocketlm presets` to list presets")
-
-
-__all__ = ["ModelConfig", "ACTIVATIONS", "read_structured_file", "resolve_config"]
+__all__ = ["ModelConfig", "ACTIVATIONS", "read_structured_file"]

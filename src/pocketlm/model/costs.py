@@ -11,8 +11,8 @@ Exact for pocketlm's model (tests check it against real modules and against torc
 
 from __future__ import annotations
 
-from pocketlm.model.config import ModelConfig
 from pocketlm.errors import UserError
+from pocketlm.model.config import ModelConfig
 
 # bytes per weight of a 2-D matrix, by precision name (GGUF block sizes for quantized types)
 BYTES_PER_WEIGHT = {

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pocketlm.errors import UserError
 from pocketlm.model.config import ModelConfig
 
 _ACT = {"silu": F.silu, "relu": F.relu, "gelu": F.gelu}
@@ -166,8 +167,6 @@ class PocketLM(nn.Module):
         b, t = input_ids.shape
         start = cache.pos if cache is not None else 0
         if start + t > self.config.max_position_embeddings:
-            from pocketlm.errors import UserError
-
             raise UserError(f"sequence of {start + t} tokens exceeds the model's maximum context "
                             f"of {self.config.max_position_embeddings}")
         if cache is not None and start + t > cache.max_len:
@@ -236,8 +235,6 @@ class PocketLM(nn.Module):
         sd = {k: v for k, v in sd.items() if not k.endswith("rotary_emb.inv_freq")}
         missing, unexpected = self.load_state_dict(sd, strict=False)
         if strict and (missing or unexpected):
-            from pocketlm.errors import UserError
-
             raise UserError(f"checkpoint does not match the config: missing {missing[:4]}, "
                             f"unexpected {unexpected[:4]}")
         if self.config.tie_embeddings:

@@ -5,8 +5,11 @@ Numbers come from each model's released config.json (see `source`).
 
 from __future__ import annotations
 
-from pocketlm.model.config import ModelConfig
+import os
+from pathlib import Path
+
 from pocketlm.errors import UserError
+from pocketlm.model.config import ModelConfig
 
 
 def _p(name: str, source: str, **kw) -> ModelConfig:
@@ -87,3 +90,15 @@ def get_preset(name: str) -> ModelConfig:
 def published_presets() -> list[ModelConfig]:
     """Presets of released models (what a user would otherwise pick), excluding test/recipe configs."""
     return [c.replace() for c in _ALL if c.source.startswith("http")]
+
+
+def resolve_config(spec: str) -> ModelConfig:
+    """A preset name, a config file (pocketlm YAML/JSON or HF config.json) or a checkpoint directory."""
+    if spec in PRESETS:
+        return get_preset(spec)
+    path = Path(spec)
+    if path.exists():
+        return ModelConfig.from_file(path)
+    if path.suffix in (".json", ".yaml", ".yml") or os.sep in spec:
+        raise UserError(f"file or directory not found: {spec}")
+    raise UserError(f"unknown preset '{spec}' (and no such file); run `pocketlm presets` to list presets")

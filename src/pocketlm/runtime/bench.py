@@ -15,17 +15,21 @@ elsewhere it spans the whole process, so run one model per call for clean memory
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pocketlm.model import costs
-from pocketlm.model.config import ModelConfig, resolve_config
 from pocketlm.errors import UserError
+from pocketlm.model import costs
+from pocketlm.model.config import ModelConfig
+from pocketlm.model.presets import resolve_config
+from pocketlm.runtime import hardware
+from pocketlm.runtime.engine import load_runtime
+from pocketlm.runtime.gguf import QUANTS, llamacpp_problems, read_gguf
+from pocketlm.runtime.timing import measure
 from pocketlm.search.latency import cost_precision
+from pocketlm.utils import atomic_path, atomic_write_json
 
 DEFAULT_CONTEXTS = (128, 256, 512, 1024, 2048)
 DEFAULT_QUANTS = {"llamacpp": "f16,q8_0,q4_0", "torch": "bf16"}
@@ -66,8 +70,6 @@ def plan_targets(models: list[str], quants: list[str], backend: str) -> list[Tar
         if str(spec).endswith(".gguf"):
             if backend != "llamacpp":
                 raise UserError(f"{spec}: a GGUF file runs on the llamacpp backend only")
-            from pocketlm.runtime.gguf import read_gguf
-
             info = read_gguf(spec)
             if info["config"] is None:
                 raise UserError(f"{spec}: cannot read a llama/qwen2 config from its metadata")
@@ -80,8 +82,6 @@ def plan_targets(models: list[str], quants: list[str], backend: str) -> list[Tar
             continue
         cfg = resolve_config(spec)
         if backend == "llamacpp":
-            from pocketlm.runtime.gguf import llamacpp_problems
-
             problems = llamacpp_problems(cfg)
             if problems:
                 raise UserError(f"{spec}: llama.cpp cannot run this config: " + "; ".join(problems))
@@ -119,19 +119,14 @@ def run_bench(models: list[str], backend: str = "llamacpp", quants: list[str] | 
               warmup: int = 1, bandwidth: str | float | None = None, threads: int | None = None,
               seed: int = 0, progress: bool = True, log=print) -> dict:
     """Measure every target x context; returns the results dict that results.json holds."""
-    from pocketlm.runtime import hardware
-
     if backend not in ("llamacpp", "torch"):
         raise UserError(f"unknown backend '{backend}'; choose llamacpp or torch")
     quants = quants or DEFAULT_QUANTS[backend].split(",")
     for q in quants:
         if backend == "torch" and q not in TORCH_DTYPES:
             raise UserError(f"torch backend precision must be one of f32, bf16, f16; got '{q}'")
-        if backend == "llamacpp":
-            from pocketlm.runtime.gguf import QUANTS
-
-            if q not in QUANTS:
-                raise UserError(f"unknown llama.cpp precision '{q}'; choose from {', '.join(QUANTS)}")
+        if backend == "llamacpp" and q not in QUANTS:
+            raise UserError(f"unknown llama.cpp precision '{q}'; choose from {', '.join(QUANTS)}")
     if decode_tokens <= 0 or repeats <= 0 or warmup < 0:
         raise UserError("--decode-tokens and --repeats must be positive")
     if threads is not None and threads <= 0:
@@ -147,8 +142,6 @@ def run_bench(models: list[str], backend: str = "llamacpp", quants: list[str] | 
     bw, bw_source = hardware.resolve_bandwidth(bandwidth, threads, log=log)
 
     from tqdm import tqdm
-
-    from pocketlm.runtime.engine import load_runtime, measure
 
     records = []
     total = sum(len(v) for v in per_target.values())
@@ -182,10 +175,8 @@ def run_bench(models: list[str], backend: str = "llamacpp", quants: list[str] | 
                 rt.close()
     finally:
         bar.close()
-    from pocketlm.runtime.hardware import machine_info
-
     return {
-        "version": 1, "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine_info(),
+        "version": 1, "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": hardware.machine_info(),
         "backend": backend, "threads": threads, "bandwidth_gbs": bw, "bandwidth_source": bw_source,
         "contexts": contexts, "decode_tokens": decode_tokens, "repeats": repeats, "warmup": warmup,
         "notes": notes, "records": records,
@@ -242,10 +233,9 @@ def plot(results: dict, path: Path) -> Path:
     fig.suptitle(f"pocketlm bench: {results['backend']}, {results['threads']} threads, "
                  f"{results['bandwidth_gbs']:.0f} GB/s, {results['machine'].get('cpu', '')}", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -253,54 +243,5 @@ def write_outputs(results: dict, out_dir: Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     png = plot(results, out_dir / "bench.png") if results["records"] else None
     results["files"] = {"results": str(out_dir / "results.json"), "plot": str(png) if png else None}
-    tmp = out_dir / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    os.replace(tmp, out_dir / "results.json")
+    atomic_write_json(out_dir / "results.json", results)
     return results
-
-
-# ---------------------------------------------------------------------------- CLI
-def register(sub) -> None:
-    p = sub.add_parser("bench", help="TTFT, prefill/decode tok/s and peak RSS vs context, against the roofline",
-                       description=__doc__.split("\n\n")[0] + " See `pocketlm bench --help`.")
-    p.add_argument("models", nargs="+", metavar="MODEL", help="preset, config file, checkpoint dir or GGUF file")
-    p.add_argument("--backend", choices=("llamacpp", "torch"), default="llamacpp")
-    p.add_argument("--quant", default=None, help="comma-separated precisions (llamacpp default f16,q8_0,q4_0; "
-                   "torch default bf16); a GGUF file is timed at its own precision")
-    p.add_argument("--contexts", default=",".join(map(str, DEFAULT_CONTEXTS)),
-                   help="comma-separated prompt lengths (default %(default)s)")
-    p.add_argument("--decode-tokens", type=int, default=32, help="tokens decoded after each prompt (default 32)")
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats per point; median reported (default 3)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs per point (default 1)")
-    p.add_argument("--bandwidth", default=None, metavar="GB/s",
-                   help="memory bandwidth for the roofline; 'measure' to re-measure now "
-                        "(default: measured once per host and cached in ~/.cache/pocketlm/hardware.json)")
-    p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="output directory (default runs/bench/DATE-TIME)")
-    p.add_argument("--json", action="store_true", help="print the results JSON instead of the table")
-    p.set_defaults(func=cmd_bench)
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    contexts = parse_int_list(args.contexts, "--contexts")
-    quants = [q.strip() for q in args.quant.split(",") if q.strip()] if args.quant else None
-    if args.quant is not None and not quants:
-        raise UserError("--quant needs at least one precision")
-    out_dir = Path(args.out or Path("runs") / "bench" / time.strftime("%Y%m%d-%H%M%S"))
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} exists and is not a directory")
-    log = (lambda *a, **k: None) if args.json else print
-    results = run_bench(args.models, backend=args.backend, quants=quants, contexts=contexts,
-                        decode_tokens=args.decode_tokens, repeats=args.repeats, warmup=args.warmup,
-                        bandwidth=args.bandwidth, threads=args.threads, seed=args.seed, log=log)
-    write_outputs(results, out_dir)
-    if args.json:
-        from pocketlm.utils import print_json
-
-        print_json(results)
-    else:
-        print(format_table(results))
-        print(f"wrote {results['files']['results']} and {results['files']['plot']}")
-    return 0
-

@@ -26,8 +26,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pocketlm.model.config import ModelConfig
 from pocketlm.errors import UserError
+from pocketlm.model.checkpoint import has_tokenizer, is_checkpoint_dir, read_state_dict
+from pocketlm.model.config import ModelConfig
+from pocketlm.model.presets import resolve_config
+from pocketlm.utils import atomic_path
 
 QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_0")
 QK = 32  # llama.cpp's block size for Q4_0 / Q8_0
@@ -301,9 +304,6 @@ def _add_placeholder_vocab(writer, cfg: ModelConfig) -> None:
 
 def _resolve(model_or_spec: Any, tokenizer_dir):
     """→ (cfg, weight getter or None for random, tokenizer dir or None)."""
-    from pocketlm.model.checkpoint import has_tokenizer, is_checkpoint_dir, read_state_dict
-    from pocketlm.model.config import resolve_config
-
     if isinstance(model_or_spec, ModelConfig):
         return model_or_spec, None, tokenizer_dir
     if type(model_or_spec).__name__ == "PocketLM":
@@ -350,8 +350,6 @@ def export_gguf(model_or_spec: Any, out: str | os.PathLike, quant: str = "f16",
     if problems:
         raise UserError("llama.cpp cannot run this config: " + "; ".join(problems))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     arch = gguf_arch(cfg)
     plan = _plan(cfg)
     types = [_tensor_type(t, quant) for t in plan]
@@ -359,7 +357,18 @@ def export_gguf(model_or_spec: Any, out: str | os.PathLike, quant: str = "f16",
               "bf16": gguf.GGMLQuantizationType.BF16,
               "q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}
     t0 = time.perf_counter()
-    writer = gguf.GGUFWriter(tmp, arch)
+    with atomic_path(out) as tmp:  # a failed or killed export leaves no partial file
+        _write(gguf.GGUFWriter(tmp, arch), cfg, plan, types, qtypes, quant, get, tokenizer_dir, seed,
+               f"export {out.name}" if progress else None)
+    _log_export(out, quant, arch, time.perf_counter() - t0, progress)
+    return out
+
+
+def _write(writer, cfg: ModelConfig, plan: list, types: list[str], qtypes: dict, quant: str,
+           get: Callable | None, tokenizer_dir, seed: int, progress_desc: str | None) -> None:
+    """Metadata, tensor infos and tensor data (random or from `get`), streamed one tensor at a time."""
+    import gguf
+
     try:
         writer.add_name(cfg.name)
         writer.add_context_length(cfg.max_position_embeddings)
@@ -398,7 +407,7 @@ def export_gguf(model_or_spec: Any, out: str | os.PathLike, quant: str = "f16",
         writer.write_ti_data_to_file()
 
         rng = np.random.default_rng(seed)
-        bar = _progress(len(plan), f"export {out.name}") if progress else None
+        bar = _progress(len(plan), progress_desc) if progress_desc else None
         for t, ttype in zip(plan, types):
             if get is None:
                 data = _random(t, ttype, rng)
@@ -414,14 +423,8 @@ def export_gguf(model_or_spec: Any, out: str | os.PathLike, quant: str = "f16",
                 bar.update(1)
         if bar:
             bar.close()
+    finally:
         writer.close()
-        os.replace(tmp, out)
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    _log_export(out, quant, arch, time.perf_counter() - t0, progress)
-    return out
 
 
 def _progress(total: int, desc: str):
@@ -593,41 +596,3 @@ def _config_from_metadata(meta: dict[str, Any], tensors: dict[str, tuple], arch:
             eos_token_id=meta.get("tokenizer.ggml.eos_token_id"), name=str(meta.get("general.name", "gguf")))
     except (TypeError, ValueError, KeyError, UserError):
         return None
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "export", help="export a model to GGUF for llama.cpp",
-        description="Export a checkpoint directory (trained weights, tokenizer and chat template embedded), "
-                    "or a preset/config (random weights written directly in the quantized layout, with a "
-                    "placeholder vocabulary) to a GGUF file llama.cpp loads.")
-    p.add_argument("model", metavar="MODEL", help="checkpoint directory, preset name or config file")
-    p.add_argument("--format", default="gguf", choices=["gguf"], help="output format (default gguf)")
-    p.add_argument("--quant", default="f16", choices=QUANTS, help="weight type (default f16)")
-    p.add_argument("--out", required=True, help="output .gguf file")
-    p.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the checkpoint's)")
-    p.add_argument("--seed", type=int, default=0, help="seed for random weights (preset/config)")
-    p.add_argument("--json", action="store_true", help="print a JSON summary")
-    p.set_defaults(func=_cli_export)
-
-
-def _cli_export(args) -> int:
-    t0 = time.perf_counter()
-    out = export_gguf(args.model, args.out, quant=args.quant, tokenizer_dir=args.tokenizer, seed=args.seed,
-                      progress=not args.json)
-    info = read_gguf(out)
-    summary = {"out": str(out), "quant": args.quant, "arch": info["arch"],
-               "size_mb": round(info["size_bytes"] / 1e6, 2), "tensors": info["n_tensors"],
-               "vocabulary": "placeholder" if info["placeholder_vocab"] else "tokenizer",
-               "chat_template": bool(info["chat_template"]),
-               "seconds": round(time.perf_counter() - t0, 2)}
-    if args.json:
-        from pocketlm.utils import print_json
-
-        print_json(summary)
-    else:
-        print(f"vocabulary: {summary['vocabulary']}, chat template: {'yes' if summary['chat_template'] else 'no'}")
-    return 0

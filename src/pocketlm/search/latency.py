@@ -54,7 +54,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from pocketlm.model import costs
-from pocketlm.model.config import ModelConfig, read_structured_file, resolve_config
+from pocketlm.model.config import ModelConfig, read_structured_file
+from pocketlm.model.presets import resolve_config
 from pocketlm.errors import UserError
 
 UBATCH = 512  # llama.cpp's default physical batch: prefill streams the weights once per 512 tokens

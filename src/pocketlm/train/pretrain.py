@@ -36,8 +36,9 @@ from pocketlm.data.corpus import ensure_default_dataset
 from pocketlm.data.shards import ShardedTokens, load_mixture, read_manifest
 from pocketlm.errors import UserError
 from pocketlm.model.checkpoint import is_checkpoint_dir, load_checkpoint, parse_dtype, save_checkpoint
-from pocketlm.model.config import ModelConfig, resolve_config
+from pocketlm.model.config import ModelConfig
 from pocketlm.model.decoder import PocketLM
+from pocketlm.model.presets import resolve_config
 from pocketlm.train.recipe import (RECIPES_DIR, TrainArgs, apply_overrides, check_value, converter, field_types,
                                    flag_names, override_parser, parse_str, read_recipe_file, snapshot_recipe,
                                    write_summary)
