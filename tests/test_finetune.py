@@ -3,17 +3,21 @@ CLI output loadable by transformers, exact resume, recipe errors."""
 
 import json
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from pocketlm.train.sft import (
-    SFTBatches, apply_lora, collate, encode_chat, encode_prompt, load_chat_data, load_recipe,
-    merge_adapter, pack_examples, prepare_tokenizer, recipe_from_dict, run_finetune, save_adapter,
-    tokenize_conversations)
 from pocketlm.errors import UserError
-from pocketlm.train.trainer import IGNORE_INDEX, read_metrics
+from pocketlm.intent.sft_data import load_chat_data, write_intent_meta  # registers the DroidCall recipe fields
+from pocketlm.train.finetune import load_recipe, recipe_from_dict, run_finetune
+from pocketlm.train.lora import apply_lora, merge_adapter, save_adapter
+from pocketlm.train.sft import (SFTBatches, collate, encode_chat, encode_prompt, pack_examples, prepare_tokenizer,
+                                save_chat_tokenizer, tokenize_conversations)
+from pocketlm.train.metrics import read_metrics
+from pocketlm.train.trainer import IGNORE_INDEX
 
 WORDS = ("the cat sat on a mat dog ran far away quick brown fox jumps over lazy hello world what is "
          "your name alarm timer call send message").split()
@@ -65,10 +69,9 @@ def _recipe(env, **kw):
 def test_prompt_equals_transformers_apply_chat_template(ft_env, tmp_path):
     from transformers import AutoTokenizer
 
-    from pocketlm.train.sft import _copy_tokenizer
     from pocketlm.data.tokenizer import CHAT_TEMPLATE
 
-    _copy_tokenizer(ft_env["base"], tmp_path)
+    save_chat_tokenizer(ft_env["base"], tmp_path)
     assert json.loads((tmp_path / "tokenizer_config.json").read_text())["chat_template"] == CHAT_TEMPLATE
     hf = AutoTokenizer.from_pretrained(str(tmp_path))
     rng = random.Random(3)
@@ -114,6 +117,55 @@ def test_loss_mask_covers_exactly_the_assistant_turns(ft_env):
     shifted = torch.where(torch.from_numpy(mask[1:]), torch.from_numpy(ids[1:]), IGNORE_INDEX)
     assert torch.equal(labels, shifted)
     assert int((labels != IGNORE_INDEX).sum()) == int(mask[1:].sum())
+
+
+def _chatml_assistant_positions(tok, ids: list[int]) -> list[int]:
+    """Positions of assistant tokens read off the ChatML structure (not the library's span logic): every
+    token after "<|im_start|>assistant\\n" up to and including the turn's <|im_end|>."""
+    from pocketlm.data.tokenizer import IM_END, IM_START
+
+    start, end = tok.convert_tokens_to_ids(IM_START), tok.convert_tokens_to_ids(IM_END)
+    out, i = [], 0
+    while i < len(ids):
+        if ids[i] != start:
+            i += 1
+            continue
+        j = i + 1
+        while not tok.decode(ids[i + 1:j]).endswith("\n"):
+            j += 1
+        k = ids.index(end, j)
+        if tok.decode(ids[i + 1:j]).strip() == "assistant":
+            out += range(j, k + 1)
+        i = k + 1
+    return out
+
+
+def test_sft_loss_equals_hand_computed_cross_entropy_over_assistant_tokens(ft_env):
+    """The trainer's loss on padded, masked micro-batches (grad accumulation 2) is the mean of -log p over
+    exactly the assistant tokens, each conversation scored alone and unpadded."""
+    from pocketlm.model.checkpoint import load_checkpoint
+    from pocketlm.train.trainer import Schedule, Trainer, TrainerConfig, build_optimizer
+
+    tok = ft_env["tok"]
+    rng = random.Random(11)
+    convs = [_conversation(rng, multi=i % 2 == 0) for i in range(4)]
+    examples = tokenize_conversations(tok, convs, seq_len=512).examples
+    assert len({len(ids) for ids, _ in examples}) > 1  # rows of different lengths: the batches are padded
+    model = load_checkpoint(ft_env["base"])
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for conv, (ids, _) in zip(convs, examples):
+            ids = ids.tolist()
+            targets = _chatml_assistant_positions(tok, ids)
+            answers = [m["content"] for m in conv if m["role"] == "assistant"]
+            assert tok.decode([ids[p] for p in targets]) == "".join(a + "<|im_end|>" for a in answers)
+            logp = torch.nn.functional.log_softmax(model(torch.tensor([ids[:-1]]))[0].double(), dim=-1)
+            nll -= sum(float(logp[p - 1, ids[p]]) for p in targets)
+            count += len(targets)
+    batches = SFTBatches(examples, batch_size=4, micro=2, rank=0, world=1, seed=0, pad_id=tok.pad_token_id)
+    trainer = Trainer(model, build_optimizer(model, lr=1e-3), Schedule("constant", lr=1e-3), batches,
+                      TrainerConfig(max_steps=1, grad_accum=2), out_dir=None)
+    assert trainer.train_step()["loss"] == pytest.approx(nll / count, rel=1e-5)
 
 
 def test_packing_keeps_conversations_whole_and_targets_intact(ft_env):
@@ -346,7 +398,6 @@ def test_entity_swap_augmentation_keeps_query_and_answer_consistent():
 
 
 def test_droidcall_finetune_records_prompt_style_and_copy_args(tmp_path):
-    from pocketlm.train.sft import recipe_from_dict, write_intent_meta
     from pocketlm.intent import synthesize
     from pocketlm.intent.grammar import load_intent_meta
     from pocketlm.intent.specs import write_droidcall
@@ -361,3 +412,69 @@ def test_droidcall_finetune_records_prompt_style_and_copy_args(tmp_path):
     chat = tmp_path / "chat.jsonl"
     chat.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n')
     assert write_intent_meta(recipe_from_dict({"name": "t", "base": "tiny", "data": str(chat)}), tmp_path / "x") is None
+
+
+# ----------------------------------------------------------------------------- recipe contract
+# The --dry-run JSON of `pocketlm finetune` (users script against it): every key, nothing more.
+FINETUNE_RECIPE_KEYS = {
+    "name", "description", "base", "tokenizer", "data", "data_split", "data_config", "messages_field", "val_data",
+    "val_fraction", "max_samples", "synth_samples", "synth_multi_fraction", "candidates", "doc_style", "seq_len",
+    "packing", "group_by_length", "method", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "merge", "epochs",
+    "max_steps", "batch_size", "micro_batch_size", "lr", "min_lr", "schedule", "warmup_steps", "weight_decay",
+    "beta1", "beta2", "eps", "grad_clip", "precision", "model_dtype", "save_dtype", "compile", "parallel", "device",
+    "eval_every", "save_every", "keep_last", "log_every", "tensorboard", "seed"}
+
+
+def test_dry_run_json_keys_and_defaults_are_the_documented_ones(run_cli, tmp_path):
+    code, out, err = run_cli("finetune", "instruct-tiny", "--dry-run", "--out", tmp_path / "o", "--seed", "3")
+    assert code == 0, err
+    got = json.loads(out)
+    assert set(got) == {"out", "recipe"} and set(got["recipe"]) == FINETUNE_RECIPE_KEYS
+    assert got["recipe"]["seed"] == 3 and got["out"] == str(tmp_path / "o")
+    # fields the built-in recipe leaves out keep fine-tuning's own defaults, not pre-training's
+    r = got["recipe"]
+    assert (r["beta2"], r["keep_last"], r["candidates"], r["doc_style"]) == (0.999, 2, 4, "full")
+    from pocketlm.train.finetune import FinetuneRecipe
+    from pocketlm.train.pretrain import Recipe
+
+    pre, ft = Recipe(), FinetuneRecipe()
+    assert (pre.seq_len, pre.beta2, pre.weight_decay, pre.eval_every, pre.data) == (256, 0.95, 0.1, 100, "builtin")
+    assert (ft.seq_len, ft.beta2, ft.weight_decay, ft.eval_every, ft.data) == (2048, 0.999, 0.0, 0, "")
+
+
+def test_generic_finetune_does_not_import_intent():
+    code = ("import sys, pocketlm.train.cli, pocketlm.train.finetune\n"
+            "bad = sorted(m for m in sys.modules if m.startswith('pocketlm.intent'))\n"
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_droidcall_data_comes_from_the_intent_extension():
+    from pocketlm.intent.sft_data import SYNTH_SOURCE, IntentFinetuneRecipe
+    from pocketlm.train.finetune import FinetuneRecipe, recipe_type
+
+    assert recipe_type() is IntentFinetuneRecipe  # importing pocketlm.intent registered it
+    with pytest.raises(UserError, match="'candidates'"):
+        FinetuneRecipe.from_dict({"base": "tiny", "data": "x.jsonl", "candidates": 3})
+    with pytest.raises(UserError, match="'doc_style'"):
+        IntentFinetuneRecipe.from_dict({"base": "tiny", "data": SYNTH_SOURCE, "doc_style": "terse"})
+    r = IntentFinetuneRecipe.from_dict({"base": "tiny", "data": SYNTH_SOURCE, "synth_samples": 6, "candidates": 2})
+    convs, skipped = r.load_conversations(r.data)
+    assert len(convs) + sum(skipped.values()) == 6 and len(convs) >= 5
+    assert all(c[-1]["role"] == "assistant" and c[-1]["content"].startswith("result0 = ") for c in convs)
+
+
+def test_droidcall_finetune_writes_intent_json_into_final_checkpoint(ft_env, tmp_path):
+    from pocketlm.intent import synthesize
+    from pocketlm.intent.grammar import load_intent_meta
+    from pocketlm.intent.specs import write_droidcall
+
+    data = tmp_path / "droid.jsonl"
+    write_droidcall(synthesize(8, seed=0, split="train"), data)
+    recipe = _recipe(ft_env, data=str(data), doc_style="brief", candidates=1, seq_len=500, max_steps=1,
+                     save_every=0)
+    summary = run_finetune(recipe, tmp_path / "run", print_fn=lambda s: None)
+    meta = load_intent_meta(summary["final"])
+    assert (meta["doc_style"], meta["candidates"]) == ("brief", 1)
+

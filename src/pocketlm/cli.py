@@ -17,8 +17,7 @@ from pocketlm.errors import UserError
 STAGE_MODULES = (
     "pocketlm.model.cli",         # presets, info, init
     "pocketlm.data.cli",          # tokenizer train; data prepare / corpus / info
-    "pocketlm.train.pretrain",    # pretrain
-    "pocketlm.train.sft",         # finetune
+    "pocketlm.train.cli",         # pretrain, finetune
     "pocketlm.intent.cli",        # intent, intent eval, intent data
     "pocketlm.runtime.cli",       # generate, export, bench
     "pocketlm.search.latency",    # latency fit / predict / calibrate

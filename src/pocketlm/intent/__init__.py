@@ -14,6 +14,7 @@ from pocketlm.intent.prompt import (SYSTEM_PROMPT, build_prompt, choose_candidat
 from pocketlm.intent.specs import (ArgSpec, FunctionSpec, Sample, load_droidcall, load_specs,
                                    write_droidcall, write_jsonl)
 from pocketlm.intent.synth import synthesize
+from pocketlm.intent import sft_data  # noqa: F401 - registers DroidCall data with `pocketlm finetune`
 
 __all__ = [
     "ArgSpec", "FunctionSpec", "Sample", "AndroidIntent", "INTENTS", "SYSTEM_PROMPT",

@@ -201,7 +201,8 @@ def intent_tiny(out_dir: str | os.PathLike, cfg: IntentTinyConfig | None = None,
     from pocketlm.model.config import ModelConfig
     from pocketlm.data.corpus import write_corpus
     from pocketlm.data.prepare import SourceSpec, prepare
-    from pocketlm.train.sft import load_chat_data, load_recipe, recipe_from_dict, recipe_to_dict, run_finetune
+    from pocketlm.intent.sft_data import load_chat_data
+    from pocketlm.train.finetune import load_recipe, recipe_from_dict, recipe_to_dict, run_finetune
     from pocketlm.intent import evaluate, get_matcher, load_specs, synthesize
     from pocketlm.intent.specs import write_droidcall, write_jsonl
     from pocketlm.train.pretrain import recipe_from_dict as pretrain_recipe, run_pretrain

@@ -23,21 +23,29 @@ with the tokenizer, loadable by transformers) and ``loss.png``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
+from pocketlm.data.corpus import ensure_default_dataset
+from pocketlm.data.shards import ShardedTokens, load_mixture, read_manifest
 from pocketlm.errors import UserError
-from pocketlm.train.recipe import RECIPES_DIR, OverrideParser as _OverrideParser
-from pocketlm.train.recipe import check_value as _check_value, converter as _converter, field_types as _hints
-from pocketlm.train.recipe import flag_names as _flag_names, parse_str as _parse_str, read_recipe_file
-from pocketlm.train.recipe import snapshot_recipe
+from pocketlm.model.checkpoint import is_checkpoint_dir, load_checkpoint, parse_dtype, save_checkpoint
+from pocketlm.model.config import ModelConfig
+from pocketlm.model.decoder import PocketLM
+from pocketlm.model.presets import resolve_config
+from pocketlm.train.recipe import (RECIPES_DIR, TrainArgs, apply_overrides, check_value, converter, field_types,
+                                   flag_names, override_parser, parse_str, read_recipe_file, snapshot_recipe,
+                                   write_summary)
+from pocketlm.train.distributed import full_model_state_dict, init_distributed, teardown_distributed
+from pocketlm.train.metrics import plot_loss_curve, read_metrics
+from pocketlm.train.trainer import (SCHEDULES, PhasedSchedule, Schedule, Trainer, measure_matmul_peak,
+                                    train_flops_per_token)
 
 
 # ============================================================================ recipe
@@ -56,35 +64,62 @@ class Phase:
 
 
 @dataclass
-class Recipe:
-    name: str = "custom"
-    description: str = ""
+class Recipe(TrainArgs):
     model: str = "pocket-9m"  # preset | config file (e.g. the search's winner) | checkpoint dir (`pocketlm init`)
     model_overrides: dict = field(default_factory=dict)  # ModelConfig fields (--model.FIELD)
     data: str = "builtin"  # prepared data dir, or "builtin" (the offline corpus, prepared on first use)
     tokenizer: str | None = None  # tokenizer dir for the final checkpoint (default: the data's)
-    seq_len: int = 256
-    batch_size: int = 16  # global sequences per optimizer step (all ranks, all micro-batches)
-    micro_batch_size: int | None = None  # sequences per rank per forward; None = batch_size / ranks
     max_steps: int | None = None  # cap: phases shrink proportionally to fit (quick runs)
-    seed: int = 0
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    grad_clip: float = 1.0
-    precision: str = "auto"  # auto (bf16 autocast on GPUs that have it) | bf16 | fp32
-    save_dtype: str = "float32"  # dtype of the final checkpoint
-    compile: bool = False
-    parallel: str = "ddp"  # ddp | fsdp (FSDP2 fully_shard) under torchrun
-    device: str = "auto"  # auto | cpu | cuda
-    eval_every: int = 100  # steps (0: only at the end)
     eval_batches: int = 2  # global batches of held-out (val) windows per eval
-    save_every: int = 100  # steps (0: only at the end)
-    keep_last: int = 2
-    log_every: int = 1
-    tensorboard: bool = False
     phases: list = field(default_factory=lambda: [Phase()])
+
+    VERB: ClassVar[str] = "pretrain"
+    NON_NEGATIVE: ClassVar[tuple[str, ...]] = TrainArgs.NON_NEGATIVE + ("eval_batches",)
+
+    @classmethod
+    def convert_field(cls, name: str, value: Any, hint: Any, where: str) -> Any:
+        if name == "phases":
+            return _phases_from_list(value, where)
+        if name == "model_overrides":
+            return _model_overrides(value or {})
+        return super().convert_field(name, value, hint, where)
+
+    def validate(self) -> None:
+        super().validate()
+        for p in self.phases:
+            _validate_phase(p)
+
+    def add_nested_flags(self, parser: argparse.ArgumentParser) -> None:
+        ph = parser.add_argument_group("phase fields (--phases.NAME.FIELD)")
+        phints = field_types(Phase)
+        for phase in self.phases:
+            for f in fields(Phase):
+                if f.name == "name":
+                    continue
+                path = f"phases.{phase.name}.{f.name}"
+                conv = (lambda s, path=path: _parse_mixture(path, s)) if f.name == "mixture" \
+                    else converter(path, phints[f.name])
+                ph.add_argument(*flag_names(path), dest=f"p:{phase.name}:{f.name}", default=argparse.SUPPRESS,
+                                type=conv, metavar="V", help=f"(default: {getattr(phase, f.name)})")
+        mg = parser.add_argument_group("model config fields (--model.FIELD; training from a config only)")
+        for name, tp in field_types(ModelConfig).items():
+            mg.add_argument(*flag_names(f"model.{name}"), dest=f"m:{name}", default=argparse.SUPPRESS,
+                            type=converter(f"model.{name}", tp), metavar="V")
+
+    def apply_nested_flag(self, data: dict, kind: str, key: str, value: Any) -> None:
+        if kind == "p":
+            name, fname = key.split(":")
+            next(ph for ph in data["phases"] if ph["name"] == name)[fname] = value
+        elif kind == "m":
+            data["model_overrides"][key] = value
+
+    def unknown_flag_error(self, flag: str) -> UserError:
+        parts = flag[2:].split(".")
+        names = [ph.name for ph in self.phases]
+        if flag.startswith("--phases.") and len(parts) >= 2 and parts[1] not in names:
+            return UserError(f"unknown recipe field '{flag[2:]}': no phase named {parts[1]!r} "
+                             f"(phases: {', '.join(names)})")
+        return super().unknown_flag_error(flag)
 
 
 def _parse_mixture(path: str, value: Any) -> Any:
@@ -96,11 +131,11 @@ def _parse_mixture(path: str, value: Any) -> Any:
             k, sep, v = part.partition("=")
             if not sep:
                 raise UserError(f"recipe field '{path}' expects 'natural' or SOURCE=WEIGHT[,...], got {value!r}")
-            out[k.strip()] = _parse_str(f"{path}.{k.strip()}", v, float)
+            out[k.strip()] = parse_str(f"{path}.{k.strip()}", v, float)
         return out
     if not isinstance(value, dict) or not value:
         raise UserError(f"recipe field '{path}' must be 'natural' or a mapping of source to weight")
-    return {str(k): _check_value(f"{path}.{k}", v, float) for k, v in value.items()}
+    return {str(k): check_value(f"{path}.{k}", v, float) for k, v in value.items()}
 
 
 def builtin_recipes() -> list[str]:
@@ -108,30 +143,13 @@ def builtin_recipes() -> list[str]:
 
 
 def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
-    if not isinstance(data, dict):
-        raise UserError(f"{where} must be a mapping of fields, got {type(data).__name__}")
-    hints = _hints(Recipe)
-    known = {f.name for f in fields(Recipe)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise UserError(f"unknown recipe field '{unknown[0]}' in {where} (known: {', '.join(sorted(known))})")
-    kw: dict[str, Any] = {}
-    for k, v in data.items():
-        if k == "phases":
-            kw[k] = _phases_from_list(v, where)
-        elif k == "model_overrides":
-            kw[k] = _model_overrides(v or {})
-        else:
-            kw[k] = _check_value(k, v, hints[k])
-    recipe = Recipe(**kw)
-    validate_recipe(recipe)
-    return recipe
+    return Recipe.from_dict(data, where)
 
 
 def _phases_from_list(items: Any, where: str) -> list[Phase]:
     if not isinstance(items, list) or not items:
         raise UserError(f"recipe field 'phases' in {where} must be a non-empty list of phases")
-    hints, known = _hints(Phase), {f.name for f in fields(Phase)}
+    hints, known = field_types(Phase), {f.name for f in fields(Phase)}
     phases = []
     for i, item in enumerate(items):
         if not isinstance(item, dict):
@@ -141,7 +159,7 @@ def _phases_from_list(items: Any, where: str) -> list[Phase]:
         if bad:
             raise UserError(f"unknown recipe field 'phases.{name}.{bad[0]}' (known: {', '.join(sorted(known))})")
         kw = {k: (_parse_mixture(f"phases.{name}.{k}", v) if k == "mixture"
-                  else _check_value(f"phases.{name}.{k}", v, hints[k])) for k, v in item.items()}
+                  else check_value(f"phases.{name}.{k}", v, hints[k])) for k, v in item.items()}
         phases.append(Phase(**kw))
     names = [p.name for p in phases]
     if len(set(names)) != len(names):
@@ -150,127 +168,42 @@ def _phases_from_list(items: Any, where: str) -> list[Phase]:
 
 
 def _model_overrides(data: dict) -> dict:
-    from pocketlm.model.config import ModelConfig
-
     if not isinstance(data, dict):
         raise UserError("recipe field 'model_overrides' must be a mapping of model config fields")
-    hints = _hints(ModelConfig)
+    hints = field_types(ModelConfig)
     out = {}
     for k, v in data.items():
         if k not in hints:
             raise UserError(f"unknown recipe field 'model.{k}' (model config fields: {', '.join(hints)})")
-        out[k] = _check_value(f"model.{k}", v, hints[k])
+        out[k] = check_value(f"model.{k}", v, hints[k])
     return out
 
 
-def validate_recipe(r: Recipe) -> None:
-    def positive(name: str, value: Any) -> None:
-        if value is not None and value <= 0:
-            raise UserError(f"recipe field '{name}' must be positive, got {value}")
-
-    for name in ("seq_len", "batch_size", "micro_batch_size", "max_steps", "eps", "keep_last"):
-        positive(name, getattr(r, name))
-    for name in ("weight_decay", "grad_clip", "eval_every", "eval_batches", "save_every", "log_every"):
-        if getattr(r, name) < 0:
-            raise UserError(f"recipe field '{name}' must be >= 0, got {getattr(r, name)}")
-    for name in ("beta1", "beta2"):
-        if not 0 <= getattr(r, name) < 1:
-            raise UserError(f"recipe field '{name}' must be in [0, 1), got {getattr(r, name)}")
-    choices = {"precision": ("auto", "bf16", "fp32"), "parallel": ("ddp", "fsdp"),
-               "device": ("auto", "cpu", "cuda"), "save_dtype": ("float32", "bfloat16", "float16")}
-    for name, allowed in choices.items():
-        if getattr(r, name) not in allowed:
-            raise UserError(f"recipe field '{name}' must be one of {', '.join(allowed)}, got {getattr(r, name)!r}")
-    from pocketlm.train.trainer import SCHEDULES
-
-    for p in r.phases:
-        where = f"phases.{p.name}"
-        if (p.steps is None) == (p.tokens is None):
-            raise UserError(f"recipe field '{where}' needs exactly one of steps or tokens")
-        positive(f"{where}.steps", p.steps)
-        positive(f"{where}.tokens", p.tokens)
-        if p.schedule not in SCHEDULES:
-            raise UserError(f"recipe field '{where}.schedule' must be one of {', '.join(SCHEDULES)}, "
-                            f"got {p.schedule!r}")
-        positive(f"{where}.lr", p.lr)
-        for name in ("min_lr", "warmup_steps", "start_lr"):
-            if getattr(p, name) < 0:
-                raise UserError(f"recipe field '{where}.{name}' must be >= 0")
-        if not 0 <= p.decay_frac <= 1:
-            raise UserError(f"recipe field '{where}.decay_frac' must be in [0, 1]")
+def _validate_phase(p: Phase) -> None:
+    where = f"phases.{p.name}"
+    if (p.steps is None) == (p.tokens is None):
+        raise UserError(f"recipe field '{where}' needs exactly one of steps or tokens")
+    for name in ("steps", "tokens", "lr"):
+        if getattr(p, name) is not None and getattr(p, name) <= 0:
+            raise UserError(f"recipe field '{where}.{name}' must be positive, got {getattr(p, name)}")
+    if p.schedule not in SCHEDULES:
+        raise UserError(f"recipe field '{where}.schedule' must be one of {', '.join(SCHEDULES)}, "
+                        f"got {p.schedule!r}")
+    for name in ("min_lr", "warmup_steps", "start_lr"):
+        if getattr(p, name) < 0:
+            raise UserError(f"recipe field '{where}.{name}' must be >= 0")
+    if not 0 <= p.decay_frac <= 1:
+        raise UserError(f"recipe field '{where}.decay_frac' must be in [0, 1]")
 
 
 def recipe_to_dict(r: Recipe) -> dict[str, Any]:
-    return dataclasses.asdict(r)
+    return r.to_dict()
 
 
 def load_recipe(spec: str) -> Recipe:
     """A recipe YAML/JSON path or the name of a built-in recipe."""
     path, data = read_recipe_file(spec)
-    return recipe_from_dict(data, where=str(path))
-
-
-# ---------------------------------------------------------------------------- CLI overrides
-def override_parser(recipe: Recipe | None = None) -> argparse.ArgumentParser:
-    """Flags generated from the dataclasses: top-level fields, phases.NAME.FIELD, model.FIELD."""
-    from pocketlm.model.config import ModelConfig
-
-    p = _OverrideParser(prog="pocketlm pretrain RECIPE", allow_abbrev=False, add_help=True,
-                        description="Recipe fields you can override (values in the recipe shown as defaults).")
-    p.add_argument("--out", help="output dir (default: runs/RECIPE_NAME); rerun with the same dir to resume")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved recipe and plan, then exit")
-    top = p.add_argument_group("recipe fields")
-    rhints = _hints(Recipe)
-    for f in fields(Recipe):
-        if f.name in ("phases", "model_overrides"):
-            continue
-        cur = getattr(recipe, f.name) if recipe is not None else f.default
-        top.add_argument(*_flag_names(f.name), dest=f"r:{f.name}", default=argparse.SUPPRESS,
-                         type=_converter(f.name, rhints[f.name]), metavar="V", help=f"(default: {cur})")
-    if recipe is not None:
-        ph = p.add_argument_group("phase fields (--phases.NAME.FIELD)")
-        phints = _hints(Phase)
-        for phase in recipe.phases:
-            for f in fields(Phase):
-                if f.name == "name":
-                    continue
-                path = f"phases.{phase.name}.{f.name}"
-                conv = (lambda s, path=path: _parse_mixture(path, s)) if f.name == "mixture" \
-                    else _converter(path, phints[f.name])
-                ph.add_argument(*_flag_names(path), dest=f"p:{phase.name}:{f.name}", default=argparse.SUPPRESS,
-                                type=conv, metavar="V", help=f"(default: {getattr(phase, f.name)})")
-    mg = p.add_argument_group("model config fields (--model.FIELD; training from a config only)")
-    mhints = _hints(ModelConfig)
-    for name, tp in mhints.items():
-        mg.add_argument(*_flag_names(f"model.{name}"), dest=f"m:{name}", default=argparse.SUPPRESS,
-                        type=_converter(f"model.{name}", tp), metavar="V")
-    return p
-
-
-def apply_overrides(recipe: Recipe, argv: list[str]) -> tuple[Recipe, argparse.Namespace]:
-    """Parse `--field value` overrides against the recipe; unknown fields are UserErrors naming them."""
-    parser = override_parser(recipe)
-    ns, extra = parser.parse_known_args(argv)
-    if extra:
-        flag = next((a for a in extra if a.startswith("-")), extra[0])
-        if flag.startswith("--phases."):
-            parts = flag[2:].split(".")
-            names = ", ".join(ph.name for ph in recipe.phases)
-            if len(parts) >= 2 and parts[1] not in [ph.name for ph in recipe.phases]:
-                raise UserError(f"unknown recipe field '{flag[2:]}': no phase named {parts[1]!r} (phases: {names})")
-        raise UserError(f"unknown recipe field '{flag.lstrip('-')}' (see `pocketlm pretrain {recipe.name} --help`)")
-    data = recipe_to_dict(recipe)
-    phases = {ph["name"]: ph for ph in data["phases"]}
-    for key, value in vars(ns).items():
-        kind, _, rest = key.partition(":")
-        if kind == "r":
-            data[rest] = value
-        elif kind == "p":
-            name, fname = rest.split(":")
-            phases[name][fname] = value
-        elif kind == "m":
-            data["model_overrides"][rest] = value
-    return recipe_from_dict(data, where="recipe with command-line overrides"), ns
+    return Recipe.from_dict(data, where=str(path))
 
 
 # ============================================================================ plan
@@ -284,9 +217,6 @@ class PhasePlan:
 
 def plan_phases(recipe: Recipe, manifest: dict) -> list[PhasePlan]:
     """Resolve budgets (tokens → steps), mixtures (checked against the data) and schedules; apply max_steps."""
-    from pocketlm.data.shards import load_mixture
-    from pocketlm.train.trainer import Schedule
-
     tokens_per_step = recipe.batch_size * recipe.seq_len
     steps = [p.steps if p.steps is not None else math.ceil(p.tokens / tokens_per_step) for p in recipe.phases]
     warm = [p.warmup_steps for p in recipe.phases]
@@ -353,8 +283,6 @@ class SourceWindows:
     """One source's train split as windows of seq_len + 1 tokens (window i = tokens [i*T, i*T+T+1))."""
 
     def __init__(self, data_dir: str | os.PathLike, source: str, seq_len: int, split: str = "train"):
-        from pocketlm.data.shards import ShardedTokens
-
         self.tokens = ShardedTokens(data_dir, source, split)
         self.seq_len = seq_len
         self.n = max(0, (len(self.tokens) - 1) // seq_len)
@@ -426,8 +354,6 @@ class PretrainBatches:
         return self
 
     def __next__(self) -> dict:
-        import torch
-
         if self.micro_index == 0:
             chosen = self._draw_step(self.step)
             per_rank = self.batch_size // self.world
@@ -462,8 +388,6 @@ def eval_batch_fn(data_dir: str | os.PathLike, sources: list[str], seq_len: int,
                   micro: int, rank: int, world: int):
     """Held-out windows: the first ones of every source's val split, round-robin over sources,
     split across ranks. Returns None when no source has val tokens."""
-    import torch
-
     vals = []
     for s in sources:
         try:
@@ -501,16 +425,10 @@ def _resolve_data(recipe: Recipe) -> Path:
         if not p.is_dir():
             raise UserError(f"data dir not found: {p} (prepare one with `pocketlm data prepare`)")
         return p
-    from pocketlm.data.corpus import ensure_default_dataset
-
     return Path(ensure_default_dataset())  # cached under $POCKETLM_CACHE (default ~/.cache/pocketlm)
 
 
 def _build_model(recipe: Recipe, manifest: dict):
-    from pocketlm.model.checkpoint import is_checkpoint_dir, load_checkpoint
-    from pocketlm.model.presets import resolve_config
-    from pocketlm.model.decoder import PocketLM
-
     spec = recipe.model
     has_weights = is_checkpoint_dir(spec) and any(
         (Path(spec) / f).exists() for f in ("model.safetensors", "model.safetensors.index.json"))
@@ -547,15 +465,6 @@ def _build_model(recipe: Recipe, manifest: dict):
 
 def run_pretrain(recipe: Recipe, out_dir: str | os.PathLike, print_fn=None) -> dict[str, Any]:
     """Train (or resume) `recipe` into out_dir; returns a summary dict (rank 0's view)."""
-    import torch
-
-    from pocketlm.model.checkpoint import parse_dtype, save_checkpoint
-    from pocketlm.data.prepare import read_manifest
-    from pocketlm.model.decoder import PocketLM
-    from pocketlm.train.trainer import (
-        Trainer, TrainerConfig, PhasedSchedule, build_optimizer, full_model_state_dict, init_distributed,
-        measure_matmul_peak, plot_loss_curve, teardown_distributed, train_flops_per_token)
-
     say = print_fn or (lambda s: print(s, flush=True))
     dist_info = init_distributed(None if recipe.device == "auto" else recipe.device)
     try:
@@ -565,36 +474,23 @@ def run_pretrain(recipe: Recipe, out_dir: str | os.PathLike, print_fn=None) -> d
         plans = plan_phases(recipe, manifest)
         total_steps = sum(p.steps for p in plans)
         world = dist_info.world_size
-        micro = recipe.micro_batch_size or max(1, recipe.batch_size // world)
-        if recipe.batch_size % (micro * world):
-            raise UserError(f"batch_size {recipe.batch_size} must be a multiple of micro_batch_size ({micro}) "
-                            f"x ranks ({world})")
-        accum = recipe.batch_size // (micro * world)
+        micro, accum = recipe.batch_split(world)
         torch.manual_seed(recipe.seed)
         model = _build_model(recipe, manifest).to(dist_info.device)
         cfg = model.config
         if dist_info.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            snapshot_recipe(out, recipe_to_dict(recipe), True)
+            snapshot_recipe(out, recipe.to_dict(), True)
         batches = PretrainBatches(data_dir, plans, recipe.seq_len, recipe.batch_size, micro,
                                   dist_info.rank, world, recipe.seed)
         sources = sorted({s for p in plans for s in p.weights})
         evals = eval_batch_fn(data_dir, sources, recipe.seq_len, recipe.eval_batches * recipe.batch_size,
                               micro, dist_info.rank, world)
         schedule = PhasedSchedule([(p.name, p.schedule) for p in plans])
-        tcfg = TrainerConfig(max_steps=total_steps, grad_accum=accum, grad_clip=recipe.grad_clip or None,
-                             precision=recipe.precision, compile=recipe.compile, eval_every=recipe.eval_every,
-                             save_every=recipe.save_every, keep_last=recipe.keep_last,
-                             log_every=recipe.log_every, seed=recipe.seed, tensorboard=recipe.tensorboard,
-                             parallel=recipe.parallel)
-        peak_dtype = torch.bfloat16 if (recipe.precision == "bf16" or (
-            recipe.precision == "auto" and dist_info.device.type == "cuda")) else torch.float32
+        tcfg = recipe.trainer_config(total_steps, accum)
+        peak_dtype = recipe.matmul_dtype(dist_info.device)
         peak = measure_matmul_peak(dist_info.device, peak_dtype, seconds=0.3)
-
-        def make_opt(m):
-            return build_optimizer(m, lr=plans[0].schedule(0), weight_decay=recipe.weight_decay,
-                                   betas=(recipe.beta1, recipe.beta2), eps=recipe.eps)
-
+        make_opt = recipe.optimizer_factory(lr=plans[0].schedule(0))
         trainer = Trainer(model, make_opt, schedule, batches, tcfg, out_dir=out, eval_batches=evals,
                           dist_info=dist_info, flops_per_token=train_flops_per_token(cfg, recipe.seq_len),
                           peak_flops=peak, log_extra=lambda step: {"phase": schedule.locate(step)[1]},
@@ -612,8 +508,6 @@ def run_pretrain(recipe: Recipe, out_dir: str | os.PathLike, print_fn=None) -> d
         state = full_model_state_dict(trainer.wrapped, dist_info)
         summary.update(out_dir=str(out), data=str(data_dir), params=model.num_params())
         if dist_info.is_main:
-            from pocketlm.train.trainer import read_metrics
-
             history = read_metrics(out / "metrics.jsonl")  # whole run, across resumes
             if history:
                 summary.update(first_loss=history[0]["loss"], last_loss=history[-1]["loss"])
@@ -624,46 +518,13 @@ def run_pretrain(recipe: Recipe, out_dir: str | os.PathLike, print_fn=None) -> d
                                     dtype=parse_dtype(recipe.save_dtype))
             png = plot_loss_curve(out / "metrics.jsonl", out / "loss.png", title=f"pretrain {recipe.name}")
             summary.update(final=str(final), plot=str(png) if png else None)
-            tmp = out / ".summary.json.tmp"
-            tmp.write_text(json.dumps(summary, indent=2) + "\n")
-            os.replace(tmp, out / "summary.json")
+            write_summary(out, summary)
             losses = f"loss {summary['first_loss']:.4f} → {summary['last_loss']:.4f}" if history else "no new steps"
             evl = f", eval {summary['eval_loss']:.4f}" if summary.get("eval_loss") is not None else ""
             say(f"done: {summary['steps']} steps, {losses}{evl}; final checkpoint {final}; loss curve {png}")
         return summary
     finally:
         teardown_distributed()
-
-
-# ============================================================================ CLI
-def register(sub) -> None:
-    fields_txt = ", ".join(f"--{f.name.replace('_', '-')}" for f in fields(Recipe)
-                           if f.name not in ("phases", "model_overrides"))
-    p = sub.add_parser(
-        "pretrain", help="pre-train a model from a recipe (phases, resume, torchrun DDP/FSDP2)",
-        description="Pre-train from a recipe YAML or built-in recipe "
-                    f"({', '.join(builtin_recipes())}). Rerun the same command to resume.",
-        epilog=f"Overrides go after RECIPE. Recipe fields: {fields_txt}; phase fields: "
-               "--phases.NAME.{steps,tokens,lr,min_lr,schedule,warmup_steps,decay_frac,start_lr,mixture}; "
-               "model fields: --model.FIELD. `pocketlm pretrain RECIPE --help` lists them all with the "
-               "recipe's values. Scale out: torchrun --nproc-per-node N -m pocketlm.cli pretrain RECIPE "
-               "[--parallel fsdp].")
-    p.add_argument("recipe", help="recipe YAML file or built-in recipe name")
-    p.add_argument("overrides", nargs=argparse.REMAINDER, help="--out DIR, --dry-run and --FIELD VALUE ...")
-    p.set_defaults(func=_cmd_pretrain)
-
-
-def _cmd_pretrain(args) -> int:
-    recipe = load_recipe(args.recipe)
-    recipe, ns = apply_overrides(recipe, list(args.overrides or []))
-    out = Path(ns.out) if ns.out else Path("runs") / recipe.name
-    if ns.dry_run:
-        from pocketlm.utils import print_json
-
-        print_json({"out": str(out), "recipe": recipe_to_dict(recipe)})
-        return 0
-    run_pretrain(recipe, out)
-    return 0
 
 
 __all__ = ["Phase", "Recipe", "load_recipe", "recipe_from_dict", "apply_overrides", "override_parser",

@@ -1,6 +1,6 @@
 """Reusable training machinery: optimizer, LR schedules, the step loop, checkpoints, distributed setup.
 
-`pocketlm pretrain` (pocketlm.train.pretrain) and `pocketlm finetune` both drive a `Trainer`. A stage plugs in
+`pocketlm pretrain` (pocketlm.train.pretrain) and `pocketlm finetune` (pocketlm.train.finetune) both drive a `Trainer`. A stage plugs in
 three things and gets grad accumulation, clipping, bf16 autocast, eval, logging (stdout + JSONL +
 optional TensorBoard), atomic keep-last-k checkpoints with exact resume and DDP/FSDP2 for free:
 
@@ -49,13 +49,11 @@ import math
 import os
 import random
 import shutil
-import signal
-import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 import torch
@@ -63,6 +61,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from pocketlm.errors import UserError
+from pocketlm.model.costs import flops_train_per_token
+from pocketlm.train.distributed import (DistInfo, all_reduce_sum, barrier, full_model_state_dict,
+                                        full_optimizer_state_dict, load_full_optimizer_state_dict,
+                                        load_full_model_state_dict, wrap_model)
+from pocketlm.train.metrics import MetricsLogger
+from pocketlm.utils import replace_dir
 
 IGNORE_INDEX = -100
 CHECKPOINT_PREFIX = "step_"
@@ -182,99 +186,6 @@ class PhasedSchedule:
         return self.phases[i][1](local)
 
 
-# ============================================================================ distributed
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def init_distributed(device: str | None = None) -> DistInfo:
-    """Join the process group torchrun describes in the environment (no-op for one process).
-
-    NCCL on CUDA, gloo on CPU; each rank takes the GPU matching LOCAL_RANK.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    dev = torch.device(device) if device else default_device()
-    if dev.type == "cuda":
-        dev = torch.device("cuda", local if world > 1 else (dev.index or 0))
-        torch.cuda.set_device(dev)
-    if world > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
-
-
-def teardown_distributed() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def _all_reduce_sum(values: list[float], dist_info: DistInfo) -> list[float]:
-    if not dist_info.enabled:
-        return values
-    import torch.distributed as dist
-
-    t = torch.tensor(values, dtype=torch.float64, device=dist_info.device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
-def _barrier(dist_info: DistInfo) -> None:
-    if dist_info.enabled:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-def wrap_model(model: nn.Module, parallel: str, dist_info: DistInfo,
-               param_dtype: torch.dtype | None = None) -> nn.Module:
-    """DDP (default) or FSDP2 (`fully_shard` each block, then the root). One process: unchanged."""
-    if parallel not in ("ddp", "fsdp"):
-        raise UserError(f"unknown parallel mode '{parallel}'; choose ddp or fsdp")
-    if not dist_info.enabled:
-        return model
-    if parallel == "ddp":
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ids = [dist_info.device.index] if dist_info.device.type == "cuda" else None
-        return DDP(model, device_ids=ids)
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
-    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32) \
-        if param_dtype is not None else MixedPrecisionPolicy()
-    blocks = getattr(getattr(model, "model", None), "layers", None)
-    for block in (blocks if blocks is not None else []):
-        fully_shard(block, mp_policy=mp)
-    fully_shard(model, mp_policy=mp)
-    return model
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
-
-
 # ============================================================================ throughput
 def measure_matmul_peak(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                         n: int | None = None, seconds: float = 0.5) -> float:
@@ -296,16 +207,8 @@ def measure_matmul_peak(device: torch.device | str = "cpu", dtype: torch.dtype =
 
 
 def train_flops_per_token(cfg: Any, seq_len: int) -> float:
-    """Forward + backward FLOPs per trained token (pocketlm.model.costs; 6N + attention as fallback)."""
-    try:
-        from pocketlm.model.costs import flops_train_per_token
-
-        return float(flops_train_per_token(cfg, seq_len))
-    except ImportError:
-        n = (cfg.num_layers * (cfg.hidden_size * (2 * cfg.q_dim + 2 * cfg.kv_dim)
-                               + cfg.intermediate_size * cfg.hidden_size * (3 if cfg.gated_mlp else 2))
-             + cfg.vocab_size * cfg.hidden_size)
-        return 6.0 * n + 6.0 * cfg.num_layers * cfg.q_dim * seq_len
+    """Forward + backward FLOPs per trained token (pocketlm.model.costs)."""
+    return float(flops_train_per_token(cfg, seq_len))
 
 
 # ============================================================================ RNG state
@@ -346,38 +249,6 @@ def list_checkpoints(ckpt_root: str | os.PathLike) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
 
 
-def _state_dict_options(**kw):
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
-
-    return StateDictOptions(**kw)
-
-
-def full_model_state_dict(model: nn.Module, dist_info: DistInfo) -> dict[str, torch.Tensor]:
-    """The unsharded state dict on rank 0 (other ranks get {}); collective under FSDP."""
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict
-
-    if not dist_info.enabled:
-        return {k: v.detach().cpu() for k, v in unwrap_model(model).state_dict().items()}
-    return get_model_state_dict(model, options=_state_dict_options(full_state_dict=True, cpu_offload=True))
-
-
-def full_optimizer_state_dict(model: nn.Module, optimizer: torch.optim.Optimizer,
-                              dist_info: DistInfo) -> dict[str, Any]:
-    """Optimizer state keyed by parameter name (not index), unsharded, on rank 0; any world size
-    can load it back with `load_full_optimizer_state_dict`."""
-    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-
-    opts = _state_dict_options(full_state_dict=True, cpu_offload=dist_info.enabled)
-    return get_optimizer_state_dict(model, optimizer, options=opts)
-
-
-def load_full_optimizer_state_dict(model: nn.Module, optimizer: torch.optim.Optimizer,
-                                   state: dict[str, Any], dist_info: DistInfo) -> None:
-    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
-
-    set_optimizer_state_dict(model, optimizer, state, options=_state_dict_options(full_state_dict=True))
-
-
 def save_model_safetensors(state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
     """safetensors refuses aliased tensors (tied embeddings): store each storage once + an alias map."""
     from safetensors.torch import save_file
@@ -415,109 +286,7 @@ def default_save_model(model: nn.Module, ckpt_dir: Path, dist_info: DistInfo) ->
 
 def default_load_model(model: nn.Module, ckpt_dir: Path, dist_info: DistInfo) -> None:
     sd = load_model_safetensors(ckpt_dir / "model.safetensors")
-    if not dist_info.enabled:
-        unwrap_model(model).load_state_dict(sd, strict=True)
-        return
-    from torch.distributed.checkpoint.state_dict import set_model_state_dict
-
-    set_model_state_dict(model, sd, options=_state_dict_options(full_state_dict=True))
-
-
-# ============================================================================ logging
-class MetricsLogger:
-    """One JSON object per line in metrics.jsonl (+ TensorBoard scalars if asked); rank 0 only."""
-
-    def __init__(self, out_dir: Path | None, enabled: bool, tensorboard: bool = False):
-        self.enabled = enabled and out_dir is not None
-        self.path = out_dir / "metrics.jsonl" if out_dir is not None else None
-        self._tb = None
-        if self.enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise UserError("tensorboard logging needs the tensorboard package: pip install tensorboard") \
-                    from None
-            self._tb = SummaryWriter(str(out_dir / "tensorboard"))
-
-    def truncate_after(self, step: int) -> None:
-        """On resume: drop lines the killed run wrote past the checkpoint, so history is one run."""
-        if not self.enabled or not self.path.exists():
-            return
-        keep = []
-        for line in self.path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by the kill
-            if rec.get("step", 0) <= step:
-                keep.append(line)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, self.path)
-
-    def log(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self._tb is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step":
-                    self._tb.add_scalar(k, v, record["step"])
-
-    def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-
-
-def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    out = []
-    p = Path(path)
-    if p.exists():
-        for line in p.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-    return out
-
-
-def plot_loss_curve(metrics_path: str | os.PathLike, png_path: str | os.PathLike,
-                    title: str = "loss") -> Path | None:
-    """Train (and eval, if logged) loss vs step from metrics.jsonl; written atomically."""
-    records = read_metrics(metrics_path)
-    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
-    evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
-    if not train:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(*zip(*train), lw=1, alpha=0.8, label="train")
-    if evals:
-        ax.plot(*zip(*evals), "o-", lw=1.5, label="eval (held-out)")
-    prev = None
-    for r in records:  # mark phase changes (stable → decay)
-        if "phase" in r and prev is not None and r["phase"] != prev:
-            ax.axvline(r["step"] - 0.5, color="gray", ls=":", lw=1)
-            ax.text(r["step"], ax.get_ylim()[1], f" {r['phase']}", va="top", fontsize=8, color="gray")
-        prev = r.get("phase", prev)
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross entropy (nats/token)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    png = Path(png_path)
-    tmp = png.with_name(".tmp-" + png.name)
-    fig.tight_layout()
-    fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    os.replace(tmp, png)
-    return png
+    load_full_model_state_dict(model, sd, dist_info)
 
 
 # ============================================================================ trainer
@@ -609,7 +378,7 @@ class Trainer:
         micro = [next(self.batches) for _ in range(self.cfg.grad_accum)]
         local_targets = sum(count_targets(b) for b in micro)
         local_inputs = sum(int(b["input_ids"].numel()) for b in micro)
-        global_targets, global_inputs = _all_reduce_sum([local_targets, local_inputs], self.dist)
+        global_targets, global_inputs = all_reduce_sum([local_targets, local_inputs], self.dist)
         if global_targets == 0:
             raise UserError(f"step {self.step + 1}: the batch has no target tokens (all labels masked)")
         # DDP/FSDP average gradients over ranks, so scale by world_size to get the global token mean.
@@ -638,7 +407,7 @@ class Trainer:
             grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        (total_loss,) = _all_reduce_sum([float(loss_sum)], self.dist)
+        (total_loss,) = all_reduce_sum([float(loss_sum)], self.dist)
         if self.dist.device.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
@@ -672,7 +441,7 @@ class Trainer:
                 count += count_targets(batch)
         finally:
             self.wrapped.train()
-        total, count = _all_reduce_sum([total, float(count)], self.dist)
+        total, count = all_reduce_sum([total, float(count)], self.dist)
         return total / count if count else None
 
     # ------------------------------------------------------------------ checkpoints
@@ -685,7 +454,7 @@ class Trainer:
         if self.dist.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-        _barrier(self.dist)
+        barrier(self.dist)
         self.save_model_fn(self.wrapped, tmp, self.dist)  # collective under FSDP
         opt_state = full_optimizer_state_dict(self.wrapped, self.optimizer, self.dist)
         if self.dist.is_main:
@@ -694,12 +463,10 @@ class Trainer:
                         "data": self.batches.state_dict(), "rng": rng_state(),
                         "world_size": self.dist.world_size, "config": asdict(self.cfg)},
                        tmp / "trainer_state.pt")
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            replace_dir(tmp, final)
             for old in list_checkpoints(self.ckpt_root)[:-max(self.cfg.keep_last, 1)]:
                 shutil.rmtree(old, ignore_errors=True)
-        _barrier(self.dist)
+        barrier(self.dist)
         return final
 
     def resume(self, ckpt_dir: str | os.PathLike | None = None) -> bool:
@@ -789,9 +556,7 @@ class Trainer:
 
 __all__ = [
     "IGNORE_INDEX", "BatchIterator", "causal_lm_loss", "count_targets", "param_groups", "build_optimizer",
-    "SCHEDULES", "Schedule", "PhasedSchedule", "DistInfo", "init_distributed", "teardown_distributed",
-    "wrap_model", "unwrap_model", "measure_matmul_peak", "train_flops_per_token", "rng_state",
-    "set_rng_state", "seed_everything", "list_checkpoints", "full_model_state_dict",
-    "save_model_safetensors", "load_model_safetensors", "default_save_model", "default_load_model",
-    "MetricsLogger", "read_metrics", "plot_loss_curve", "TrainerConfig", "Trainer",
+    "SCHEDULES", "Schedule", "PhasedSchedule", "measure_matmul_peak", "train_flops_per_token", "rng_state",
+    "set_rng_state", "seed_everything", "list_checkpoints", "save_model_safetensors", "load_model_safetensors",
+    "default_save_model", "default_load_model", "TrainerConfig", "Trainer",
 ]
