@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 
+from pocketlm import __version__
 from pocketlm.errors import UserError
 
 STAGE_MODULES = (
@@ -32,8 +33,6 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pocketlm", description=__doc__.splitlines()[0])
-    from pocketlm import __version__
-
     parser.add_argument("--version", action="version", version=f"pocketlm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in STAGE_MODULES:

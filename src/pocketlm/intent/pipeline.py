@@ -20,13 +20,32 @@ Every stage writes to ``out/`` like the CLI does (``data/``, ``tokenizer/``, ``p
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import random
+import re
 import shutil
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+from pocketlm.data.corpus import write_corpus
+from pocketlm.data.prepare import prepare
+from pocketlm.data.sources import SourceSpec
+from pocketlm.data.tokenizer import render_chat, train_tokenizer
+from pocketlm.intent.grammar import string_values
+from pocketlm.intent.infer import load_runner, predict
+from pocketlm.intent.metrics import evaluate, get_matcher
+from pocketlm.intent.sft_data import load_chat_data
+from pocketlm.intent.specs import load_specs, write_droidcall, write_jsonl
+from pocketlm.intent.synth import synthesize
+from pocketlm.model.config import ModelConfig
+from pocketlm.train.finetune import load_recipe, recipe_from_dict, recipe_to_dict, run_finetune
+from pocketlm.train.pretrain import recipe_from_dict as pretrain_recipe, run_pretrain
+from pocketlm.utils import atomic_path, atomic_write_json
 
 
 @dataclass
@@ -54,24 +73,17 @@ class IntentTinyConfig:
 
 
 def _render_texts(convs: list[list[dict]]) -> list[str]:
-    from pocketlm.data.tokenizer import render_chat
-
     return [render_chat(m) for m in convs]
 
 
 def _write_text_jsonl(texts: list[str], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for t in texts:
-            f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for text in texts:
+            f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
     return path
 
 
 def _corpus_words(paths: list[Path], limit: int = 20000) -> list[str]:
-    import re
-
     words: set[str] = set()
     for p in paths:
         for f in sorted(Path(p).rglob("*.jsonl")):
@@ -88,10 +100,6 @@ def augment_values(samples: list, specs: dict, words: list[str], fraction: float
     and the answer alike, by random corpus words / digits of the same shape. Values the function docs
     mention (enums such as "email", "wifi", "image/*") are left alone. Without it a tiny model memorises
     the few training values instead of learning to copy from the request."""
-    import copy
-    import random
-    import re
-
     rng = random.Random(seed)
 
     def fake(value: str) -> str:
@@ -101,12 +109,7 @@ def augment_values(samples: list, specs: dict, words: list[str], fraction: float
             return w.upper() if t.isupper() and len(t) > 1 else (w.capitalize() if t[0].isupper() else w)
         return re.sub(r"\d", lambda m: rng.choice("0123456789"), re.sub(r"[A-Za-z]+", word, value))
 
-    out = []
-    for s in samples:
-        if rng.random() >= fraction:
-            out.append(s)
-            continue
-        s = copy.deepcopy(s)
+    def swap(s) -> None:
         swaps: dict[str, str] = {}
 
         def visit(v, doc: str):
@@ -126,6 +129,17 @@ def augment_values(samples: list, specs: dict, words: list[str], fraction: float
             call["arguments"] = {k: visit(v, doc) for k, v in call["arguments"].items()}
         for old in sorted(swaps, key=len, reverse=True):  # longest first: "John Smith" before "John"
             s.query = s.query.replace(old, swaps[old])
+
+    return _augment_some(samples, fraction, rng, swap)
+
+
+def _augment_some(samples: list, fraction: float, rng: random.Random, change: Callable[[Any], None]) -> list:
+    """`change` applied in place to copies of a random `fraction` of the samples; the rest pass through."""
+    out = []
+    for s in samples:
+        if rng.random() < fraction:
+            s = copy.deepcopy(s)
+            change(s)
         out.append(s)
     return out
 
@@ -141,18 +155,9 @@ def augment_phrasing(samples: list, fraction: float, seed: int) -> list:
     """Wrap a `fraction` of the training requests in openers/closers ("Hey, ...", "... thanks"), so a tiny
     model learns to find the function and the values by their cues rather than by where they sit in the
     sentence. Answers are unchanged (the wrapped values stay verbatim)."""
-    import copy
-    import random
-
-    from pocketlm.intent.grammar import string_values
-
     rng = random.Random(f"phrasing-{seed}")
-    out = []
-    for s in samples:
-        if rng.random() >= fraction:
-            out.append(s)
-            continue
-        s = copy.copy(s)
+
+    def wrap(s) -> None:
         q = s.query
         if rng.random() < 0.7:
             opener = rng.choice(_OPENERS)
@@ -164,8 +169,8 @@ def augment_phrasing(samples: list, fraction: float, seed: int) -> list:
         if rng.random() < 0.5:
             q = q.rstrip(".?!") + rng.choice(_CLOSERS)
         s.query = q
-        out.append(s)
-    return out
+
+    return _augment_some(samples, fraction, rng, wrap)
 
 
 def predict_intents(ckpt: str | os.PathLike, samples: list, specs: dict, *, doc_style: str = "full",
@@ -174,8 +179,6 @@ def predict_intents(ckpt: str | os.PathLike, samples: list, specs: dict, *, doc_
     """Greedy predictions (DroidCall records + raw output) with the gold + random distractor
     candidates of DroidCall's evaluation, through `pocketlm.intent.infer` (constrained to valid
     calls unless `constrain` is False); returns (predictions, generation stats)."""
-    from pocketlm.intent.infer import load_runner, predict
-
     runner = load_runner(str(ckpt), "torch")
     t0 = time.perf_counter()
     preds = predict(runner, samples, specs, seed=seed, k=k, max_new_tokens=max_new_tokens,
@@ -188,8 +191,6 @@ def predict_intents(ckpt: str | os.PathLike, samples: list, specs: dict, *, doc_
 def function_accuracy(gold: list, preds: list[dict]) -> float:
     """Share of requests whose predicted function names equal the gold ones (as multisets): how often
     the model picks the right functions, whatever their arguments."""
-    from collections import Counter
-
     hits = sum(Counter(c["name"] for c in g.answers) == Counter(c.get("name") for c in p.get("answers") or [])
                for g, p in zip(gold, preds))
     return hits / len(gold) if gold else 0.0
@@ -198,16 +199,6 @@ def function_accuracy(gold: list, preds: list[dict]) -> float:
 def intent_tiny(out_dir: str | os.PathLike, cfg: IntentTinyConfig | None = None,
                 say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the tiny intent pipeline into out_dir; returns accuracy, soft accuracy and stage timings."""
-    from pocketlm.model.config import ModelConfig
-    from pocketlm.data.corpus import write_corpus
-    from pocketlm.data.prepare import SourceSpec, prepare
-    from pocketlm.intent.sft_data import load_chat_data
-    from pocketlm.train.finetune import load_recipe, recipe_from_dict, recipe_to_dict, run_finetune
-    from pocketlm.intent import evaluate, get_matcher, load_specs, synthesize
-    from pocketlm.intent.specs import write_droidcall, write_jsonl
-    from pocketlm.train.pretrain import recipe_from_dict as pretrain_recipe, run_pretrain
-    from pocketlm.data.tokenizer import train_tokenizer
-
     cfg = cfg or IntentTinyConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -292,9 +283,7 @@ def intent_tiny(out_dir: str | os.PathLike, cfg: IntentTinyConfig | None = None,
         "generation": gen, "config": asdict(cfg), "finetune_recipe": ft,
         "failures": [p for p in res.get("per_sample", []) if not p["correct"]][:10],
     }
-    tmp = out / ".result.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    os.replace(tmp, out / "result.json")
+    atomic_write_json(out / "result.json", result)
     shutil.rmtree(out / "corpus" / "builtin", ignore_errors=True)  # regenerated on demand; keep out/ small
     return result
 
