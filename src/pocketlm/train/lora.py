@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from pocketlm.model.checkpoint import has_tokenizer, load_checkpoint, parse_dtyp
 from pocketlm.train.sft import save_chat_checkpoint, save_chat_tokenizer
 from pocketlm.train.distributed import unwrap_model
 from pocketlm.train.trainer import load_model_safetensors, save_model_safetensors
-from pocketlm.utils import replace_dir
+from pocketlm.utils import replace_dir, share_file, temp_dir_beside
 
 LORA_SHORT = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj",
               "gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
@@ -71,10 +70,10 @@ def save_adapter(peft_model, out_dir: str | os.PathLike, base: str | None = None
     """adapter_config.json (task_type CAUSAL_LM, for transformers+peft users) + adapter_model.safetensors
     (+ tokenizer files), written atomically."""
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = temp_dir_beside(out)
     try:
         peft_model.save_pretrained(str(tmp))
+        share_file(tmp / "adapter_model.safetensors")
         cfg_path = tmp / "adapter_config.json"
         cfg = json.loads(cfg_path.read_text())
         cfg.update(task_type="CAUSAL_LM", auto_mapping=None,
