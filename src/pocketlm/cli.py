@@ -24,7 +24,7 @@ STAGE_MODULES = (
     "pocketlm.runtime.gguf",      # export
     "pocketlm.runtime.engine",    # generate
     "pocketlm.runtime.bench",     # bench
-    "pocketlm.search.latency",    # latency fit / predict / calibrate
+    "pocketlm.search.latency_cli",  # latency fit / predict / calibrate
     "pocketlm.search.search",     # search
 )
 
