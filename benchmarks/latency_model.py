@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -99,6 +100,7 @@ def main(argv=None) -> int:
                             decode_tokens=args.decode_tokens, repeats=args.repeats, warmup=1, bandwidth=bw,
                             threads=threads, log=lambda *a, **k: None)
     records = results["records"]
+    load_after = os.getloadavg()[0]  # a busy neighbour slows whole configs; say so next to the verdict
     train_cfgs, held_cfgs = split(CONFIGS)
     held_names = {cfg.name for cfg in held_cfgs}
     train = [r for r in records if r["model"] not in held_names]
@@ -156,6 +158,10 @@ def main(argv=None) -> int:
           f"within {100 * MAX_APE:.0f}%: {'PASS' if not failed else 'FAIL (' + ', '.join(failed) + ')'}; "
           f"overall {'PASS' if passed else 'FAIL'}; {time.time() - t0:.0f} s total")
 
+    for note in results.get("notes", []) + ([f"load average {load_after:.1f} on {hardware.default_threads()} cores "
+                                               "at the end: timings were taken on a busy machine"]
+                                             if load_after > hardware.default_threads() - 0.5 else []):
+        print(f"note: {note}")
     if args.results_out:
         Path(args.results_out).write_text(json.dumps(results, indent=1, default=str) + "\n")
     if args.profile_out:
@@ -170,7 +176,7 @@ def main(argv=None) -> int:
     print(json.dumps({
         "benchmark": "latency_model", "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": hardware.machine_info(),
         "threads": threads, "quant": args.quant, "contexts": contexts, "decode_tokens": args.decode_tokens,
-        "repeats": args.repeats, "bandwidth_gbs": bw, "matmul_gflops_fp32": gflops,
+        "repeats": args.repeats, "notes": results.get("notes", []), "load_average_end": load_after, "bandwidth_gbs": bw, "matmul_gflops_fp32": gflops,
         "scope": "63M-967M params (pocketlm targets 0.1-2B)",
         "split": "sorted by params, every 3rd from rank 1 held out (fixed before measuring)",
         "train_configs": [cfg.name for cfg in train_cfgs], "held_out_configs": [cfg.name for cfg in held_cfgs],

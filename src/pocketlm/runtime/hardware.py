@@ -16,8 +16,9 @@ reports against), so the bandwidth figure has to be what an inference engine act
   bound for the dense part of prefill.
 
 Results are cached in ``hardware.json`` under pocketlm's cache directory ($POCKETLM_CACHE, default
-``~/.cache/pocketlm``) keyed by hostname, CPU model and thread count. Bandwidth on shared/virtual hosts moves from run to run,
-so anything that compares against it (benchmarks/runtime_roofline.py) measures in the same run.
+``~/.cache/pocketlm``) keyed by hostname, CPU model and thread count. Bandwidth on shared/virtual
+hosts moves from run to run, so anything that compares against it (benchmarks/runtime_roofline.py)
+measures in the same run.
 """
 
 from __future__ import annotations

@@ -158,6 +158,7 @@ def predict(cfg: ModelConfig | dict | str, profile: DeviceProfile | str, prompt_
 def fit_profile(records: list[dict], name: str, bandwidth_gbs: float | None = None,
                 compute_gflops: float | None = None, threads: int | None = None,
                 description: str = "", sources: list[str] | None = None) -> DeviceProfile:
+    """A profile fitted to measurement records; `bandwidth_gbs` (measured) also bounds the bytes term."""
     base = DeviceProfile(name, bandwidth_gbs, compute_gflops, threads, description, list(sources or []))
     model = LatencyModel.fit(records, prior=base if base.has_roofline else None, bandwidth_gbs=bandwidth_gbs)
     base.coefficients = _plain(model.coefficients)
