@@ -269,7 +269,7 @@ class LatencyModel:
         """evaluate() per config (named by the record's "model", else the config's name), plus
         "max_ape": the worst error of that config over both phases. A median over all configs
         can hide one config the model gets badly wrong; this shows it."""
-        by: dict[str, list[tuple[str, float]]] = {}
+        by: dict[str, list[tuple[str, str, float]]] = {}
         for label, phase, err in self._errors(records):
             by.setdefault(label, []).append((label, phase, err))
         out = {}
