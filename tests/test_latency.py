@@ -206,6 +206,9 @@ def test_fit_and_predict_cli(tmp_path, run_cli):
     code, out, err = run_cli("latency", "fit", results, "--out", tmp_path / "here.yaml")
     assert code == 0, err
     assert "q4_0/decode" in out
+    # results.json's measured bandwidth bounds the bytes term; the truth (38 GB/s) is within it
+    fit = P.DeviceProfile.load(tmp_path / "here.yaml").fit
+    assert fit["q4_0/decode"]["bandwidth_bound_gbs"] == 40.0 and "bound" not in fit["q4_0/decode"]["kind"]
     code, out, err = run_cli("latency", "predict", "smollm2-135m", "qwen2.5-0.5b", "--profile",
                              tmp_path / "here.yaml", "--prompt-len", "256", "--json")
     assert code == 0, err
