@@ -3,34 +3,40 @@
 Measures 12 diverse random-weight configs spanning pocketlm's scope (63M-967M parameters; width,
 depth, heads, GQA, MLP ratio, vocabulary, tied/untied, q/k/v bias, head_dim) on pocketlm's llama.cpp
 backend at Q4_0 and a few prompt lengths, fits `pocketlm.search.latency.LatencyModel` on 8 configs and
-reports the median absolute percentage error on the 4 HELD-OUT configs (a fixed rule, `split`) for
-TTFT (prefill) and decode time per token. Target: <= 10% for both. The alternative a user would
-otherwise reach for, the bandwidth/compute roofline with this machine's measured peaks, is scored on
-the same held-out points, and so is the latency model without its cache term.
+reports the absolute percentage error on the 4 HELD-OUT configs (a fixed rule, `split`) for TTFT
+(prefill) and decode time per token. Targets: median <= 10% for both phases, AND no held-out config
+off by more than 25% at any context in either phase (a median can hide one config the model gets
+badly wrong). The decode fit keeps its bytes term at or above 1 / (measured bandwidth). The
+alternative a user would otherwise reach for, the bandwidth/compute roofline with this machine's
+measured peaks, is scored on the same held-out points, and so is the latency model without its
+cache term.
 
     flock /tmp/pocketlm-bench.lock .venv/bin/python benchmarks/latency_model.py [--profile-out FILE.yaml]
 
-Prints a table, then ONE JSON line. About 6-8 minutes on 2 cores.
+Prints a table, then ONE JSON line. About 8-10 minutes on 2 idle cores (3 interleaved rounds).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-
 from pocketlm.model import costs
-
-
+from pocketlm.model.config import ModelConfig
 from pocketlm.runtime import hardware
 from pocketlm.runtime.bench import run_bench
-from pocketlm.model.config import ModelConfig
-from pocketlm.search.latency import DeviceProfile, LatencyModel, fit_profile, llc_bytes
+from pocketlm.search.latency import LatencyModel
+from pocketlm.search.profiles import DeviceProfile, fit_profile
+
+
+MEDIAN_APE = 0.10  # target: median |error| over held-out points, per phase
+MAX_APE = 0.25  # target: worst |error| of any held-out config (any context, either phase)
 
 
 def C(name, h, layers, heads, kv, ff, vocab, tied=True, bias=False, head_dim=None) -> ModelConfig:
@@ -59,6 +65,28 @@ CONFIGS = [
 ]
 
 
+def best_of_rounds(rounds: list[dict]) -> dict:
+    """Merge run_bench results of several passes over all configs: each (config, context) keeps its
+    fastest TTFT and decode speed. Why: on a shared machine a busy neighbour only ever slows a
+    timing down, and run_bench times one config's contexts back to back, so one busy minute once
+    sank a whole config (w640-l20 measured 1.4x slower than its neighbours in both phases, which
+    an interleaved A/B on the same machine did not reproduce). Interleaving spreads such a minute
+    over configs, and the fastest round drops it."""
+    merged = {**rounds[0], "records": [dict(r) for r in rounds[0]["records"]],
+              "notes": [n for res in rounds for n in res.get("notes", [])]}
+    for res in rounds[1:]:
+        for best, r in zip(merged["records"], res["records"]):
+            assert (best["model"], best["prompt_len"]) == (r["model"], r["prompt_len"])
+            best["ttft_s"] = min(best["ttft_s"], r["ttft_s"])
+            best["decode_tok_s"] = max(best["decode_tok_s"], r["decode_tok_s"])
+    for r in merged["records"]:  # fields derived from the two kept timings
+        r["prefill_tok_s"] = r["prompt_len"] / r["ttft_s"]
+        r["e2e_s"] = r["ttft_s"] + r["decode_len"] / r["decode_tok_s"]
+        if r.get("roofline_tok_s"):
+            r["roofline_fraction"] = r["decode_tok_s"] / r["roofline_tok_s"]
+    return merged
+
+
 def split(configs: list[ModelConfig]) -> tuple[list[ModelConfig], list[ModelConfig]]:
     """Fixed rule, set before any measurement: sort by parameter count and hold out every third
     config starting with the second (ranks 1, 4, 7, 10), so the held-out ones are spread over the
@@ -71,7 +99,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--contexts", default="64,256,512")
     ap.add_argument("--decode-tokens", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=1, help="timed repeats per config and context in each round")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="passes over ALL configs; each point keeps its fastest round (see best_of_rounds)")
     ap.add_argument("--quant", default="q4_0")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--profile-out", default=None, help="also write a device profile fitted on ALL configs")
@@ -90,26 +120,30 @@ def main(argv=None) -> int:
             path = Path(tmp) / f"{cfg.name}.json"
             cfg.save(path)
             specs.append(str(path))
-        results = run_bench(specs, backend="llamacpp", quants=[args.quant], contexts=contexts,
+        rounds = [run_bench(specs, backend="llamacpp", quants=[args.quant], contexts=contexts,
                             decode_tokens=args.decode_tokens, repeats=args.repeats, warmup=1, bandwidth=bw,
-                            threads=threads, log=lambda *a, **k: None)
+                            threads=threads, log=lambda *a, **k: None) for _ in range(args.rounds)]
+    results = best_of_rounds(rounds)
     records = results["records"]
+    load_after = os.getloadavg()[0]  # a busy neighbour slows whole configs; say so next to the verdict
     train_cfgs, held_cfgs = split(CONFIGS)
     held_names = {cfg.name for cfg in held_cfgs}
     train = [r for r in records if r["model"] not in held_names]
     test = [r for r in records if r["model"] in held_names]
 
-    model = LatencyModel.fit(train)
+    model = LatencyModel.fit(train, bandwidth_gbs=bw)  # bytes cannot stream faster than measured
     err = model.evaluate(test)
+    by_config = model.evaluate_by_config(test)
     roof = DeviceProfile("roofline", bandwidth_gbs=bw, compute_gflops=gflops).latency_model()
     roof_err = roof.evaluate(test)
-    flat = LatencyModel.fit(train, cache_bytes=0)  # same model without the cache term
+    flat = LatencyModel.fit(train, cache_bytes=0, bandwidth_gbs=bw)  # same model without the cache term
     flat_err = flat.evaluate(test)
-    llc = llc_bytes()
+    free_err = LatencyModel.fit(train).evaluate(test)  # without the bandwidth bound, to show what it costs
+    llc = hardware.llc_bytes()
 
     # ------------------------------------------------------------------ report
     print(f"llama.cpp {args.quant}, {threads} threads, contexts {contexts}, decode {args.decode_tokens} tokens, "
-          f"median of {args.repeats}; fitted on {len(train_cfgs)} configs, tested on {len(held_cfgs)} held out "
+          f"best of {args.rounds} interleaved rounds x median of {args.repeats}; fitted on {len(train_cfgs)} configs, tested on {len(held_cfgs)} held out "
           f"(every 3rd by size, fixed before measuring)")
     print(f"scope: {_m(train_cfgs[0])}-{_m(train_cfgs[-1])} params, pocketlm's 0.1-2B target range "
           f"(models under ~50M run from cache; the model's cache term handles them, not measured here)\n")
@@ -121,22 +155,40 @@ def main(argv=None) -> int:
         print(f"{r['model']:<18} {r['params'] / 1e6:>6.0f}M {r['prompt_len']:>5} {r['ttft_s']:>8.3f} {p['ttft_s']:>8.3f} "
               f"{100 * (p['ttft_s'] / r['ttft_s'] - 1):>+5.0f}% {r['decode_tok_s']:>9.1f} {p['decode_tok_s']:>7.1f} "
               f"{100 * (p['decode_tok_s'] / r['decode_tok_s'] - 1):>+5.0f}%")
+    print(f"\n{'held-out config':<18} {'TTFT |err| median':>17} {'max':>6} {'decode |err| median':>19} {'max':>6}  "
+          f"max <= {100 * MAX_APE:.0f}%")
+    for name, e in by_config.items():
+        e["passed"] = e["max_ape"] <= MAX_APE
+        print(f"{name:<18} {100 * e['prefill']['median_ape']:>16.1f}% {100 * e['prefill']['max_ape']:>5.1f}% "
+              f"{100 * e['decode']['median_ape']:>18.1f}% {100 * e['decode']['max_ape']:>5.1f}%  "
+              f"{'PASS' if e['passed'] else 'FAIL'}")
     c = model.coefficients[args.quant]
     print(f"\nfitted: decode {1e3 * c['decode']['fixed_s']:.2f} ms/token + {1e6 * c['decode']['per_layer_s']:.0f} us/layer, "
-          f"effective bandwidth {_inv(c['decode']['s_per_byte'])} GB/s, compute {_inv(c['decode']['s_per_flop'])} GFLOP/s; "
+          f"effective bandwidth {_inv(c['decode']['s_per_byte'])} GB/s (bound: <= {bw:.1f} measured), "
+          f"compute {_inv(c['decode']['s_per_flop'])} GFLOP/s; "
           f"prefill compute {_inv(c['prefill']['s_per_flop'])} GFLOP/s (measured peaks: {bw:.1f} GB/s, "
           f"{gflops:.0f} GFLOP/s fp32 GEMM)")
     cache = c["decode"].get("cache_bytes", 0.0)
     print(f"decode cache term: effective cache {cache / 2**20:.0f} MiB selected on the training configs"
           + (f" at {_inv(c['decode']['s_per_cached_byte'])} GB/s" if cache else " (none: no gain)")
           + f"; OS-reported LLC {llc / 2**20 if llc else float('nan'):.0f} MiB (shared by the whole socket/host)")
-    print(f"\n{'held-out median |error|':<28} {'latency model':>13} {'no cache term':>14} {'roofline only':>14}")
+    print(f"\n{'held-out |error|':<28} {'latency model':>13} {'no cache term':>14} {'no bw bound':>12} "
+          f"{'roofline only':>14}")
     for phase, label in (("prefill", "TTFT (prefill)"), ("decode", "decode s/token")):
-        print(f"{label:<28} {100 * err[phase]['median_ape']:>12.1f}% {100 * flat_err[phase]['median_ape']:>13.1f}% "
-              f"{100 * roof_err[phase]['median_ape']:>13.1f}%")
-    ok = err["prefill"]["median_ape"] <= 0.10 and err["decode"]["median_ape"] <= 0.10
-    print(f"target <= 10% on both: {'PASS' if ok else 'FAIL'}; {time.time() - t0:.0f} s total")
+        for stat in ("median_ape", "max_ape"):
+            print(f"{label + ' ' + stat[:-4]:<28} {100 * err[phase][stat]:>12.1f}% {100 * flat_err[phase][stat]:>13.1f}% "
+                  f"{100 * free_err[phase][stat]:>11.1f}% {100 * roof_err[phase][stat]:>13.1f}%")
+    median_ok = err["prefill"]["median_ape"] <= MEDIAN_APE and err["decode"]["median_ape"] <= MEDIAN_APE
+    failed = [name for name, e in by_config.items() if not e["passed"]]
+    passed = median_ok and not failed
+    print(f"target median <= {100 * MEDIAN_APE:.0f}% on both: {'PASS' if median_ok else 'FAIL'}; every held-out config "
+          f"within {100 * MAX_APE:.0f}%: {'PASS' if not failed else 'FAIL (' + ', '.join(failed) + ')'}; "
+          f"overall {'PASS' if passed else 'FAIL'}; {time.time() - t0:.0f} s total")
 
+    for note in results.get("notes", []) + ([f"load average {load_after:.1f} on {hardware.default_threads()} cores "
+                                               "at the end: timings were taken on a busy machine"]
+                                             if load_after > hardware.default_threads() - 0.5 else []):
+        print(f"note: {note}")
     if args.results_out:
         Path(args.results_out).write_text(json.dumps(results, indent=1, default=str) + "\n")
     if args.profile_out:
@@ -151,12 +203,14 @@ def main(argv=None) -> int:
     print(json.dumps({
         "benchmark": "latency_model", "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": hardware.machine_info(),
         "threads": threads, "quant": args.quant, "contexts": contexts, "decode_tokens": args.decode_tokens,
-        "repeats": args.repeats, "bandwidth_gbs": bw, "matmul_gflops_fp32": gflops,
+        "repeats": args.repeats, "rounds": args.rounds, "notes": results.get("notes", []), "load_average_end": load_after, "bandwidth_gbs": bw, "matmul_gflops_fp32": gflops,
         "scope": "63M-967M params (pocketlm targets 0.1-2B)",
         "split": "sorted by params, every 3rd from rank 1 held out (fixed before measuring)",
         "train_configs": [cfg.name for cfg in train_cfgs], "held_out_configs": [cfg.name for cfg in held_cfgs],
-        "held_out_error": err, "no_cache_term_error": flat_err, "roofline_only_error": roof_err,
-        "decode_cache_bytes": cache, "os_llc_bytes": llc, "target_median_ape": 0.10, "pass": ok,
+        "held_out_error": err, "no_cache_term_error": flat_err, "no_bandwidth_bound_error": free_err, "roofline_only_error": roof_err,
+        "held_out_by_config": by_config, "decode_cache_bytes": cache, "os_llc_bytes": llc,
+        "target_median_ape": MEDIAN_APE, "target_max_ape_per_config": MAX_APE, "median_passed": median_ok,
+        "failed_configs": failed, "passed": passed, "pass": passed,  # "pass": the key before "passed"
         "coefficients": model.coefficients, "fit": model.fit_info, "seconds": time.time() - t0,
         "measurements": [{k: r[k] for k in ("model", "params", "prompt_len", "ttft_s", "decode_tok_s")} for r in records],
     }, default=float))
@@ -168,7 +222,7 @@ def _m(cfg: ModelConfig) -> str:
 
 
 def _inv(s_per_unit: float) -> str:
-    return f"{1 / s_per_unit / 1e9:.0f}" if s_per_unit > 0 else "inf"
+    return f"{1 / s_per_unit / 1e9:.3g}" if s_per_unit > 0 else "inf"
 
 
 if __name__ == "__main__":

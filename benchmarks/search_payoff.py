@@ -34,7 +34,8 @@ from pocketlm import __version__
 from pocketlm.model import costs
 from pocketlm.model.config import ModelConfig
 from pocketlm.model.presets import get_preset
-from pocketlm.runtime.engine import load_runtime, measure
+from pocketlm.runtime.engine import load_runtime
+from pocketlm.runtime.timing import measure
 from pocketlm.runtime.hardware import machine_info
 from pocketlm.search.measure import engine_config
 from pocketlm.search.search import run_search

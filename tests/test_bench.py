@@ -101,7 +101,7 @@ def test_decode_bytes_mean_is_mean_over_positions():
 
 
 def test_bandwidth_resolution_and_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("POCKETLM_CACHE", str(tmp_path))
     calls = []
     monkeypatch.setattr(hardware, "measure_bandwidth", lambda threads, **k: calls.append(threads) or 33.3)
     monkeypatch.setattr(hardware, "measure_matmul", lambda threads, **k: 123.0)

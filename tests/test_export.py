@@ -1,7 +1,6 @@
 """GGUF export: layout, random quantized weights, tokenizer embedding, refusals, damaged files."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -1,11 +1,13 @@
-"""Latency model: NNLS, fitting, device profiles, llama-bench calibration, CLI."""
+"""Latency model: NNLS, bounded fitting, device profiles, llama-bench calibration, CLI."""
 
 import json
 
 import numpy as np
 import pytest
 
+from pocketlm.runtime import hardware
 from pocketlm.search import latency as L
+from pocketlm.search import profiles as P
 from pocketlm.errors import UserError
 from pocketlm.model.presets import get_preset
 
@@ -68,7 +70,7 @@ def test_fit_with_noise_predicts_held_out_configs():
     err = fitted.evaluate(_records(truth, held))
     assert err["decode"]["median_ape"] < 0.05 and err["prefill"]["median_ape"] < 0.05
     # and a model that ignores the overheads (pure roofline) is clearly worse on the same data
-    roof = L.DeviceProfile("x", bandwidth_gbs=38, compute_gflops=140).latency_model()
+    roof = P.DeviceProfile("x", bandwidth_gbs=38, compute_gflops=140).latency_model()
     assert roof.evaluate(_records(truth, held))["decode"]["median_ape"] > 2 * err["decode"]["median_ape"]
 
 
@@ -86,20 +88,20 @@ def test_predict_shape_and_monotonic_in_size():
 
 
 def test_profile_yaml_round_trip(tmp_path):
-    prof = L.fit_profile(_records(L.LatencyModel({"q4_0": TRUE}), _configs()[:5]), "dev", bandwidth_gbs=40.0,
+    prof = P.fit_profile(_records(L.LatencyModel({"q4_0": TRUE}), _configs()[:5]), "dev", bandwidth_gbs=40.0,
                          compute_gflops=250.0, threads=2, sources=["synthetic"])
     path = prof.save(tmp_path / "dev.yaml")
-    back = L.DeviceProfile.load(path)
+    back = P.DeviceProfile.load(path)
     assert back.to_dict() == prof.to_dict()
     cfg = get_preset("smollm2-360m")
-    assert L.predict(cfg, str(path), 300, 50) == L.predict(cfg, prof, 300, 50)
+    assert P.predict(cfg, str(path), 300, 50) == P.predict(cfg, prof, 300, 50)
 
 
 def test_builtin_profiles_rank_configs():
-    assert "snapdragon-8-gen-3" in L.builtin_profiles()
-    prof = L.DeviceProfile.load("snapdragon-8-gen-3")
+    assert "snapdragon-8-gen-3" in P.builtin_profiles()
+    prof = P.DeviceProfile.load("snapdragon-8-gen-3")
     assert prof.bandwidth_gbs == pytest.approx(76.8) and prof.sources
-    speeds = {n: L.predict(n, prof, 128, 64)["decode_tok_s"] for n in ("smollm2-135m", "qwen2.5-0.5b", "llama-3.2-1b")}
+    speeds = {n: P.predict(n, prof, 128, 64)["decode_tok_s"] for n in ("smollm2-135m", "qwen2.5-0.5b", "llama-3.2-1b")}
     assert speeds["smollm2-135m"] > speeds["qwen2.5-0.5b"] > speeds["llama-3.2-1b"]
     # the profile is calibrated on its listed measurements: it reproduces them roughly
     assert 35 < speeds["llama-3.2-1b"] < 80
@@ -113,15 +115,15 @@ def test_builtin_profiles_rank_configs():
 ])
 def test_bad_profiles_are_user_errors(data, match):
     with pytest.raises(UserError, match=match):
-        L.DeviceProfile.from_dict(data)
+        P.DeviceProfile.from_dict(data)
 
 
 def test_quant_from_llama_bench_model_type():
-    assert L.quant_from_model_type("qwen2 1B Q4_0") == "q4_0"
-    assert L.quant_from_model_type("llama 7B mostly Q8_0") == "q8_0"
-    assert L.quant_from_model_type("llama ?B F16") == "f16"
-    assert L.quant_from_model_type("llama 7B all F32") == "f32"
-    assert L.quant_from_model_type("qwen2 7B Q4_K - Medium") is None
+    assert P.quant_from_model_type("qwen2 1B Q4_0") == "q4_0"
+    assert P.quant_from_model_type("llama 7B mostly Q8_0") == "q8_0"
+    assert P.quant_from_model_type("llama ?B F16") == "f16"
+    assert P.quant_from_model_type("llama 7B all F32") == "f32"
+    assert P.quant_from_model_type("qwen2 7B Q4_K - Medium") is None
 
 
 def _llama_bench_json(truth, cfgs):
@@ -165,10 +167,10 @@ def test_calibrate_from_llama_bench_json(tmp_path, run_cli):
                                 "--out", out, "--name", "my-phone")
     assert code == 0, err
     assert "skipped combined" in stdout  # pg tests mix prefill and decode: not used
-    prof = L.DeviceProfile.load(out)
+    prof = P.DeviceProfile.load(out)
     assert prof.name == "my-phone" and prof.threads == 4
     held = _configs()[6]
-    got, want = L.predict(held, prof, 400, 64), truth.predict(held, "q4_0", 400, 64)
+    got, want = P.predict(held, prof, 400, 64), truth.predict(held, "q4_0", 400, 64)
     assert got["ttft_s"] == pytest.approx(want["ttft_s"], rel=0.02)
     assert got["decode_tok_s"] == pytest.approx(want["decode_tok_s"], rel=0.02)
 
@@ -177,11 +179,11 @@ def test_calibrate_single_model_scales_base_roofline(tmp_path):
     truth = L.LatencyModel({"q4_0": TRUE})
     cfg = _configs()[4]
     data = [t for t in _llama_bench_json(truth, [cfg]) if not (t["n_prompt"] and t["n_gen"])]
-    base = L.DeviceProfile.load("snapdragon-8-gen-3")
-    prof, notes = L.calibrate(data, {"*": cfg}, "one-model", base=base)
+    base = P.DeviceProfile.load("snapdragon-8-gen-3")
+    prof, notes = P.calibrate(data, {"*": cfg}, "one-model", base=base)
     assert "scaled roofline" in prof.fit["q4_0/decode"]["kind"]
     assert prof.bandwidth_gbs == base.bandwidth_gbs
-    assert L.predict(cfg, prof, 512, 64)["decode_tok_s"] == pytest.approx(
+    assert P.predict(cfg, prof, 512, 64)["decode_tok_s"] == pytest.approx(
         truth.predict(cfg, "q4_0", 512, 64)["decode_tok_s"], rel=0.15)
 
 
@@ -204,6 +206,9 @@ def test_fit_and_predict_cli(tmp_path, run_cli):
     code, out, err = run_cli("latency", "fit", results, "--out", tmp_path / "here.yaml")
     assert code == 0, err
     assert "q4_0/decode" in out
+    # results.json's measured bandwidth bounds the bytes term; the truth (38 GB/s) is within it
+    fit = P.DeviceProfile.load(tmp_path / "here.yaml").fit
+    assert fit["q4_0/decode"]["bandwidth_bound_gbs"] == 40.0 and "bound" not in fit["q4_0/decode"]["kind"]
     code, out, err = run_cli("latency", "predict", "smollm2-135m", "qwen2.5-0.5b", "--profile",
                              tmp_path / "here.yaml", "--prompt-len", "256", "--json")
     assert code == 0, err
@@ -222,13 +227,13 @@ def test_calibrate_reads_model_configs_from_gguf_files(tmp_path):
             for i, (h, n) in enumerate([(64, 2), (96, 3), (128, 2)])]
     paths = [str(export_gguf(c, tmp_path / f"m{i}-q4_0.gguf", quant="q4_0")) for i, c in enumerate(cfgs)]
     data = _llama_bench_json(L.LatencyModel({"q4_0": TRUE}), cfgs)  # model_filename .../m{i}-q4_0.gguf
-    configs = L.parse_model_configs(paths, data)
+    configs = P.parse_model_configs(paths, data)
     assert {k: v.shape_key() for k, v in configs.items()} == {
         f"m{i}-q4_0.gguf": c.shape_key() for i, c in enumerate(cfgs)}
-    prof, _ = L.calibrate(data, configs, "p")
+    prof, _ = P.calibrate(data, configs, "p")
     assert prof.fit["q4_0/decode"]["configs"] == 3
     with pytest.raises(UserError, match="FILENAME=CONFIG"):
-        L.parse_model_configs(["tiny", "tiny-qwen"], data)
+        P.parse_model_configs(["tiny", "tiny-qwen"], data)
 
 
 # ---------------------------------------------------------------------------- cache-aware decode term
@@ -286,13 +291,99 @@ def test_fit_keeps_no_cache_term_when_data_has_no_cache_effect():
 
 def test_profiles_without_cache_term_still_load():
     old = {k: v for k, v in TRUE["decode"].items()}  # written before the cache term existed
-    prof = L.DeviceProfile.from_dict({"name": "old", "coefficients": {"q4_0": {"decode": old,
+    prof = P.DeviceProfile.from_dict({"name": "old", "coefficients": {"q4_0": {"decode": old,
                                                                                "prefill": TRUE["prefill"]}}})
     cfg = get_preset("smollm2-135m")
-    assert L.predict(cfg, prof, 200, 32) == L.LatencyModel({"q4_0": TRUE}).predict(cfg, "q4_0", 200, 32)
-    L.DeviceProfile.load("dev-vm-xeon-2t").latency_model().predict(cfg, "q4_0", 200, 32)
+    assert P.predict(cfg, prof, 200, 32) == L.LatencyModel({"q4_0": TRUE}).predict(cfg, "q4_0", 200, 32)
+    P.DeviceProfile.load("dev-vm-xeon-2t").latency_model().predict(cfg, "q4_0", 200, 32)
 
 
 def test_llc_bytes_is_positive_or_unknown():
-    llc = L.llc_bytes()
+    llc = hardware.llc_bytes()
     assert llc is None or (isinstance(llc, int) and llc >= 2**16)
+
+
+# ---------------------------------------------------------------------------- bandwidth bound
+# decode dominated by DRAM traffic at 12 GB/s effective: what a roofline with overheads looks like
+BYTES_BOUND = {"decode": {**TRUE["decode"], "s_per_byte": 1 / 12e9, "s_per_flop": 1 / 400e9},
+               "prefill": TRUE["prefill"]}
+# the degenerate fit the benchmark once produced: all weight traffic on the FLOP term, no bytes term
+FLOPS_ONLY = {"decode": {**TRUE["decode"], "s_per_byte": 0.0, "s_per_flop": 1 / 34e9}, "prefill": TRUE["prefill"]}
+
+
+def test_fit_relative_respects_lower_bounds():
+    rng = np.random.default_rng(2)
+    X = rng.random((30, 4)) + 0.1
+    c_true = np.array([0.5, 2.0, 0.0, 1.0])
+    y = X @ c_true
+    lower = np.array([1.0, 0.0, 0.0, 0.0])  # tighter than the truth on the first term
+    c = L._fit_relative(X, y, lower)
+    assert (c >= lower - 1e-12).all()
+    assert c[0] == pytest.approx(1.0, abs=1e-12)  # the bound is active: the data wants less
+    # optimal for the shifted problem (KKT on d = c - lower >= 0, relative residuals)
+    A = X / y[:, None]
+    w = A.T @ (np.ones(len(y)) - A @ c)
+    d = c - lower
+    assert np.all(np.abs(w[d > 1e-12]) < 1e-8) and np.all(w[d <= 1e-12] < 1e-8)
+    # a bound the truth already satisfies changes nothing
+    np.testing.assert_allclose(L._fit_relative(X, y, np.array([0.25, 0, 0, 0])), c_true, atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bandwidth_bound_fit_recovers_bytes_term(seed):
+    truth = L.LatencyModel({"q4_0": BYTES_BOUND})
+    recs = _records(truth, _configs(), noise=0.02, seed=seed)
+    fitted = L.LatencyModel.fit(recs, bandwidth_gbs=20.0)
+    dec = fitted.coefficients["q4_0"]["decode"]
+    assert dec["s_per_byte"] >= 1 / 20e9
+    assert dec["s_per_byte"] == pytest.approx(1 / 12e9, rel=0.15)
+    assert fitted.fit_info["q4_0/decode"]["bandwidth_bound_gbs"] == 20.0
+    assert fitted.evaluate(_records(truth, _configs()))["decode"]["max_ape"] < 0.05
+
+
+def test_bandwidth_bound_keeps_a_bytes_term_the_data_would_drop():
+    truth = L.LatencyModel({"q4_0": FLOPS_ONLY})
+    recs = _records(truth, _configs())
+    free = L.LatencyModel.fit(recs)
+    assert free.coefficients["q4_0"]["decode"]["s_per_byte"] == pytest.approx(0, abs=1e-15)
+    bounded = L.LatencyModel.fit(recs, bandwidth_gbs=25.0)
+    dec = bounded.coefficients["q4_0"]["decode"]
+    assert dec["s_per_byte"] == pytest.approx(1 / 25e9, rel=1e-9)  # held at the physical bound
+    assert "25 GB/s bound" in bounded.fit_info["q4_0/decode"]["kind"]
+    assert dec["s_per_flop"] < FLOPS_ONLY["decode"]["s_per_flop"]  # the FLOP term gives way to the bytes
+    assert min(v for v in dec.values()) >= 0
+    # the prefill bytes term is bounded too: data at 38 GB/s is held to the 25 GB/s bound
+    assert bounded.coefficients["q4_0"]["prefill"]["s_per_byte"] == pytest.approx(1 / 25e9, rel=1e-9)
+    loose = L.LatencyModel.fit(recs, bandwidth_gbs=50.0)  # a bound the truth satisfies changes nothing
+    assert loose.coefficients["q4_0"]["prefill"]["s_per_byte"] == pytest.approx(1 / 38e9, rel=1e-6)
+
+
+def test_fit_profile_bounds_bytes_by_the_profile_bandwidth():
+    truth = L.LatencyModel({"q4_0": FLOPS_ONLY})
+    prof = P.fit_profile(_records(truth, _configs()), "dev", bandwidth_gbs=30.0, compute_gflops=300.0)
+    assert prof.coefficients["q4_0"]["decode"]["s_per_byte"] == pytest.approx(1 / 30e9, rel=1e-9)
+    assert prof.fit["q4_0/decode"]["bandwidth_bound_gbs"] == 30.0
+    # a prior profile's bandwidth is the default bound of LatencyModel.fit
+    via_prior = L.LatencyModel.fit(_records(truth, _configs()), prior=prof)
+    assert via_prior.coefficients == prof.coefficients
+
+
+# ---------------------------------------------------------------------------- per-config errors
+def test_evaluate_by_config_reports_the_worst_config():
+    truth = L.LatencyModel({"q4_0": TRUE})
+    cfgs = _configs()[:4]
+    recs = _records(truth, cfgs)
+    for r in recs:
+        r["model"] = r["config"]["name"]
+        if r["model"] == "c2":  # one config 1.4x slower to decode at every context, as if mis-modelled
+            r["decode_tok_s"] /= 1.4
+    overall = truth.evaluate(recs)
+    by = truth.evaluate_by_config(recs)
+    assert set(by) == {"c0", "c1", "c2", "c3"}
+    assert by["c2"]["decode"]["max_ape"] == pytest.approx(1 - 1 / 1.4, rel=1e-9)
+    assert by["c2"]["max_ape"] == pytest.approx(1 - 1 / 1.4, rel=1e-9)
+    assert by["c2"]["prefill"]["max_ape"] == pytest.approx(0, abs=1e-12)
+    assert all(by[c]["max_ape"] == pytest.approx(0, abs=1e-12) for c in ("c0", "c1", "c3"))
+    assert by["c2"]["decode"]["n"] == 3
+    # the median over all points hides the bad config; the max does not
+    assert overall["decode"]["median_ape"] < 1e-9 < 0.25 < overall["decode"]["max_ape"]

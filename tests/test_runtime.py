@@ -10,7 +10,8 @@ import torch
 from pocketlm.errors import UserError
 from pocketlm.model.config import ModelConfig
 from pocketlm.model.decoder import PocketLM
-from pocketlm.runtime.engine import GenerationResponse, load_runtime, measure
+from pocketlm.runtime.engine import GenerationResponse, load_runtime
+from pocketlm.runtime.timing import measure
 from pocketlm.runtime.sampling import sample_next
 
 BASE = dict(vocab_size=512, hidden_size=64, num_layers=2, intermediate_size=192, max_position_embeddings=256)
@@ -207,7 +208,7 @@ def test_peak_rss_tracks_allocations():
     import sys
 
     code = ("import numpy as np\n"
-            "from pocketlm.runtime.engine import peak_rss_mb, reset_peak_rss\n"
+            "from pocketlm.runtime.timing import peak_rss_mb, reset_peak_rss\n"
             "if not reset_peak_rss(): print('unsupported'); raise SystemExit\n"
             "before = peak_rss_mb()\n"
             "block = np.ones(256 * 1024 * 1024 // 8)\n"

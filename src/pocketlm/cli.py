@@ -21,8 +21,7 @@ STAGE_MODULES = (
     "pocketlm.train.cli",         # pretrain, finetune
     "pocketlm.intent.cli",        # intent, intent eval, intent data
     "pocketlm.runtime.cli",       # generate, export, bench
-    "pocketlm.search.latency",    # latency fit / predict / calibrate
-    "pocketlm.search.cli",        # search
+    "pocketlm.search.cli",        # latency fit / predict / calibrate; search
 )
 
 

@@ -36,7 +36,7 @@ from pocketlm.model.decoder import KVCache, PocketLM
 from pocketlm.runtime.gguf import QUANTS, export_gguf, llamacpp_problems, read_gguf
 from pocketlm.runtime.llamacpp import open_llama
 from pocketlm.runtime.sampling import check_sampling, sample_next
-from pocketlm.runtime.timing import measure, peak_rss_mb, reset_peak_rss  # noqa: F401  (the engine's API)
+from pocketlm.runtime.timing import peak_rss_mb
 
 BACKENDS = ("torch", "llamacpp")
 

@@ -15,9 +15,10 @@ reports against), so the bandwidth figure has to be what an inference engine act
 - **Compute** = fp32 and bf16 GEMM throughput of torch (oneDNN/MKL) on `threads` threads: an upper
   bound for the dense part of prefill.
 
-Results are cached in ``$XDG_CACHE_HOME/pocketlm/hardware.json`` (default ``~/.cache``) keyed by
-hostname, CPU model and thread count. Bandwidth on shared/virtual hosts moves from run to run,
-so anything that compares against it (benchmarks/runtime_roofline.py) measures in the same run.
+Results are cached in ``hardware.json`` under pocketlm's cache directory ($POCKETLM_CACHE, default
+``~/.cache/pocketlm``) keyed by hostname, CPU model and thread count. Bandwidth on shared/virtual
+hosts moves from run to run, so anything that compares against it (benchmarks/runtime_roofline.py)
+measures in the same run.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import socket
 import threading
 import time
 from pathlib import Path
 
 from pocketlm.errors import UserError
+from pocketlm.utils import atomic_write_json, cache_dir
 
 
 def cpu_name() -> str:
@@ -75,6 +78,24 @@ def machine_info() -> dict:
     except ImportError:
         pass
     return info
+
+
+def llc_bytes() -> int | None:
+    """Last-level cache size the OS reports (Linux sysfs), or None. Informational: in a VM or with
+    many cores it is the whole shared cache, not what a few threads of one process effectively get."""
+    best = (0, None)
+    for d in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            level = int((d / "level").read_text())
+            if (d / "type").read_text().strip() == "Instruction":
+                continue
+            text = (d / "size").read_text().strip().upper()
+        except (OSError, ValueError):
+            continue
+        m = re.fullmatch(r"(\d+)([KMG]?)", text)
+        if m and level >= best[0]:
+            best = (level, int(m.group(1)) * {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}[m.group(2)])
+    return best[1]
 
 
 # ---------------------------------------------------------------------------- measurement
@@ -144,8 +165,7 @@ def measure_matmul(threads: int | None = None, n: int = 2048, dtype: str = "floa
 
 # ---------------------------------------------------------------------------- cache
 def cache_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "pocketlm" / "hardware.json"
+    return cache_dir() / "hardware.json"
 
 
 def _key(threads: int) -> str:
@@ -161,12 +181,8 @@ def _read_cache() -> dict:
 
 
 def _write_cache(data: dict) -> None:
-    path = cache_path()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
+        atomic_write_json(cache_path(), data)
     except OSError:
         pass  # a read-only home must not break a benchmark
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from pocketlm.model.config import ModelConfig
-from pocketlm.runtime.engine import gguf_cache_name, load_runtime, measure
+from pocketlm.runtime.engine import gguf_cache_name, load_runtime
+from pocketlm.runtime.timing import measure
 from pocketlm.runtime.gguf import export_gguf, llamacpp_problems
 from pocketlm.search.settings import SearchSettings
 
