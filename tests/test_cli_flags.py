@@ -213,7 +213,7 @@ def _bench_results(path: Path, quant="q4_0"):
 
 
 def test_latency_fit_compute_is_recorded(run_cli, tmp_path):
-    from pocketlm.search.latency import DeviceProfile
+    from pocketlm.search.profiles import DeviceProfile
 
     results = _bench_results(tmp_path / "results.json")
     code, _, err = run_cli("latency", "fit", results, "--out", tmp_path / "a.yaml", "--compute", 123.0)
@@ -237,7 +237,7 @@ def _llama_bench(path: Path, model_type="llama ?B Q4_0"):
 
 
 def test_latency_calibrate_base_and_quant(run_cli, tmp_path):
-    from pocketlm.search.latency import DeviceProfile
+    from pocketlm.search.profiles import DeviceProfile
 
     q4 = _llama_bench(tmp_path / "q4.json")
     code, _, err = run_cli("latency", "calibrate", q4, "--model-config", "smollm2-135m", "--base",

@@ -429,13 +429,17 @@ def test_search_on_llamacpp_leaves_no_exported_files(tmp_path, small_space):
 @pytest.mark.slow
 def test_cli_search_on_the_torch_backend(run_cli, tmp_path, small_space):
     """End to end on a real engine (tiny models, torch backend): files, JSON summary, winner loads."""
+    import signal
+
     out = tmp_path / "o"
+    before = signal.getsignal(signal.SIGTERM)
     code, stdout, err = run_cli("search", "--budget", "1M", "--vocab-size", "512", "--space", small_space,
                                 "--backend", "torch", "--prompt-len", "8", "--decode-len", "4", "--max-measure", "3",
                                 "--finalists", "2", "--final-rounds", "2", "--repeats", "1", "--threads", "1",
                                 "--out", out,
                                 "--no-progress", "--json")
     assert code == 0, err
+    assert signal.getsignal(signal.SIGTERM) is before  # a leaked handler breaks later forks (pool workers)
     summary = json.loads(stdout)
     assert summary["measured_candidates"] <= 3 and summary["winner_metrics"]["decode_tok_s"] > 0
     assert ModelConfig.from_file(out / "config.json").shape_key() == \

@@ -24,6 +24,18 @@ BYTES_PER_WEIGHT = {
 PRECISIONS = ("fp32", "bf16", "f16", "q8_0", "q4_0")
 
 
+PRECISION_NAMES = {"f32": "fp32", "fp32": "fp32", "float32": "fp32", "f16": "f16", "fp16": "f16",
+               "float16": "f16", "bf16": "bf16", "bfloat16": "bf16", "q8_0": "q8_0", "q4_0": "q4_0"}
+
+
+def cost_precision(quant: str) -> str:
+    """Map a quant/dtype name (f32, f16, q8_0, q4_0, bf16, ...) to the name pocketlm.model.costs uses."""
+    try:
+        return PRECISION_NAMES[str(quant).lower()]
+    except KeyError:
+        raise UserError(f"unknown precision '{quant}'; choose one of f32, f16, bf16, q8_0, q4_0") from None
+
+
 def _bytes_per_weight(precision: str) -> float:
     try:
         return BYTES_PER_WEIGHT[precision]

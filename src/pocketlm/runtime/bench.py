@@ -28,7 +28,7 @@ from pocketlm.runtime import hardware
 from pocketlm.runtime.engine import load_runtime
 from pocketlm.runtime.gguf import QUANTS, llamacpp_problems, read_gguf
 from pocketlm.runtime.timing import measure
-from pocketlm.search.latency import cost_precision
+from pocketlm.model.costs import cost_precision
 from pocketlm.utils import atomic_path, atomic_write_json
 
 DEFAULT_CONTEXTS = (128, 256, 512, 1024, 2048)

@@ -95,11 +95,16 @@ def cmd_search(args) -> int:
     if args.fresh:
         _fresh(out)
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
+
     def _term(signum, frame):  # `kill` behaves like Ctrl-C: exported GGUFs are cleaned up, cache kept
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _term)
-    summary = run_search(settings, progress=not args.no_progress, log=log)
+    # restored afterwards: a leaked handler turns SIGTERM into KeyboardInterrupt in every later fork
+    previous = signal.signal(signal.SIGTERM, _term)
+    try:
+        summary = run_search(settings, progress=not args.no_progress, log=log)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if args.json:
         print_json(summary)
     else:

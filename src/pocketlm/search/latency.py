@@ -57,24 +57,12 @@ OPTIONAL_TERMS = {"s_per_cached_byte": 0.0}
 _CACHE_GAIN = 0.85
 
 # GGUF / CLI precision names -> pocketlm.model.costs precision names (the one place they are mapped)
-_PRECISIONS = {"f32": "fp32", "fp32": "fp32", "float32": "fp32", "f16": "f16", "fp16": "f16",
-               "float16": "f16", "bf16": "bf16", "bfloat16": "bf16", "q8_0": "q8_0", "q4_0": "q4_0"}
-
-
-def cost_precision(quant: str) -> str:
-    """Map a quant/dtype name (f32, f16, q8_0, q4_0, bf16, ...) to the name pocketlm.model.costs uses."""
-    try:
-        return _PRECISIONS[str(quant).lower()]
-    except KeyError:
-        raise UserError(f"unknown precision '{quant}'; choose one of f32, f16, bf16, q8_0, q4_0") from None
-
-
 # ---------------------------------------------------------------------------- features
 def decode_features(cfg: ModelConfig, position: int, quant: str, n: int = 1, cache_bytes: float = 0.0) -> np.ndarray:
     """Mean per-token features of decoding `n` tokens starting at `position` (bytes and FLOPs are
     linear in position, so the mean equals the average of the first and last step). Bytes read per
     step are split at the effective cache size: beyond it (DRAM) and within it (cache)."""
-    prec = cost_precision(quant)
+    prec = costs.cost_precision(quant)
     last = position + max(n, 1) - 1
     bytes_ = (costs.decode_bytes(cfg, position, prec) + costs.decode_bytes(cfg, last, prec)) / 2
     linear = 2 * costs.matmul_params_per_token(cfg)
@@ -84,7 +72,7 @@ def decode_features(cfg: ModelConfig, position: int, quant: str, n: int = 1, cac
 
 
 def prefill_features(cfg: ModelConfig, prompt_len: int, quant: str, start: int = 0) -> np.ndarray:
-    prec = cost_precision(quant)
+    prec = costs.cost_precision(quant)
     P, L = prompt_len, cfg.num_layers
     linear = 2 * costs.matmul_params_per_token(cfg, with_head=False) * P + 2 * cfg.vocab_size * cfg.hidden_size
     streamed = costs.weight_bytes(cfg, prec) * math.ceil(P / UBATCH)
@@ -377,7 +365,7 @@ def _select_cache(rows: list[dict], y: np.ndarray, cache_bytes: float | None, lo
 
 def _quant_key(quant: str) -> str:
     """Canonical key for coefficient tables: GGUF-style names (f32, f16, bf16, q8_0, q4_0)."""
-    return {"fp32": "f32", "fp16": "f16"}.get(cost_precision(quant), cost_precision(quant))
+    return {"fp32": "f32", "fp16": "f16"}.get(costs.cost_precision(quant), costs.cost_precision(quant))
 
 
 def as_config(cfg: ModelConfig | dict | str) -> ModelConfig:

@@ -10,7 +10,7 @@ from pocketlm.errors import UserError
 from pocketlm.model.config import ModelConfig
 from pocketlm.runtime.gguf import QUANTS
 from pocketlm.runtime.hardware import default_threads
-from pocketlm.search.latency import cost_precision
+from pocketlm.model.costs import cost_precision
 from pocketlm.search.space import Constraints
 
 # objective -> (metric, label, unit, lower is better)
