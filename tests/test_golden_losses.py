@@ -17,26 +17,18 @@ from pathlib import Path
 
 import pytest
 
+from pocketlm.runtime.hardware import cpu_name
+
 HERE = Path(__file__).parent
 GOLDEN = HERE / "data" / "golden_losses.json"
 CHATS = HERE / "data" / "chats.jsonl"
 PRETRAIN_STEPS, SFT_STEPS = 30, 20
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
 def _machine() -> dict:
     import torch
 
-    return {"cpu": _cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    return {"cpu": cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
 def _cli(*args) -> None:
