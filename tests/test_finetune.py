@@ -298,6 +298,43 @@ def test_lora_adapter_merge_and_transformers_peft_parity(ft_env, tmp_path, run_c
 
 # ----------------------------------------------------------------------------- runs
 @pytest.mark.slow
+def test_loss_on_target_logits_only_equals_the_full_loss_and_gradients(ft_env):
+    """loss_logits: targets runs the LM head only where labels != -100: same loss and gradients."""
+    from pocketlm.model.checkpoint import load_checkpoint
+    from pocketlm.train.trainer import causal_lm_loss, target_logits_loss
+
+    tok = ft_env["tok"]
+    rng = random.Random(5)
+    examples = tokenize_conversations(tok, [_conversation(rng, multi=i % 2 == 0) for i in range(4)], 512).examples
+    batch = {k: torch.as_tensor(v) for k, v in collate(examples, tok.pad_token_id).items()}
+    assert 0 < int((batch["labels"] != IGNORE_INDEX).sum()) < batch["labels"].numel() // 2
+    losses, grads = [], []
+    for loss_fn in (causal_lm_loss, target_logits_loss):
+        model = load_checkpoint(ft_env["base"])
+        loss = loss_fn(model, batch)
+        loss.backward()
+        losses.append(float(loss.detach()))
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+
+
+def test_loss_logits_flag_reaches_the_trainer(ft_env, tmp_path, run_cli):
+    """--loss-logits targets trains to the same losses as the default (all positions), up to rounding."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: ll\nbase: {ft_env['base']}\ndata: {ft_env['data']}\nseq_len: 96\n"
+                      "batch_size: 4\nmax_steps: 2\nlr: 3e-3\nlog_every: 1\nsave_every: 0\n")
+    runs = {}
+    for mode in ("all", "targets"):
+        code, _, err = run_cli("finetune", recipe, "--out", tmp_path / mode, "--loss-logits", mode)
+        assert code == 0, err
+        assert f"loss_logits: {mode}" in (tmp_path / mode / "recipe.yaml").read_text()
+        runs[mode] = [r["loss"] for r in read_metrics(tmp_path / mode / "metrics.jsonl")]
+    assert runs["targets"] == pytest.approx(runs["all"], rel=1e-4)
+    code, _, err = run_cli("finetune", recipe, "--loss-logits", "some")
+    assert code == 2 and "loss_logits" in err
+
+
 def test_finetune_cli_writes_checkpoint_transformers_loads(ft_env, tmp_path, run_cli):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -369,9 +406,12 @@ def test_bad_recipe_fields_exit_2(ft_env, tmp_path, run_cli):
 
 
 def test_builtin_recipes_parse():
-    for name in ("intent-tiny", "instruct-tiny", "phonelm-1.5b-call"):
+    for name in ("intent-tiny", "instruct-tiny", "phonelm-1.5b-call", "intent-smollm2"):
         r = load_recipe(name)
         assert r.base and r.data
+    smol = load_recipe("intent-smollm2")
+    assert (smol.base, smol.method, smol.precision, smol.loss_logits, smol.doc_style) == \
+        ("smollm2-135m-instruct", "lora", "bf16", "targets", "brief")
     call = load_recipe("phonelm-1.5b-call")
     assert (call.method, call.lora_r, call.lora_alpha, call.lora_dropout, call.lr, call.epochs) == \
         ("lora", 8, 16.0, 0.0, 1.41e-5, 24.0)

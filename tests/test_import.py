@@ -185,3 +185,18 @@ def test_cli_import_and_bases(run_cli, tmp_path, tiny_ckpt):
     assert set(rows[0]) == {"name", "source", "package", "license", "params", "file_mb", "installed", "path"}
     code, out, _ = run_cli("bases")
     assert code == 0 and SMOLLM2 in out and "Apache-2.0" in out
+
+
+@pytest.mark.slow
+@needs_smollm2
+def test_recipes_name_a_base_that_is_imported_once_into_the_cache(tmp_path, monkeypatch, smollm2):
+    """`base: smollm2-135m-instruct` in a fine-tuning recipe: imported on first use, reused after."""
+    from pocketlm.model.importer import imported_base
+
+    monkeypatch.setenv("POCKETLM_CACHE", str(tmp_path))
+    path = imported_base(SMOLLM2)
+    assert path == tmp_path / "bases" / SMOLLM2
+    weights = path / "model.safetensors"
+    assert weights.read_bytes() == (smollm2 / "model.safetensors").read_bytes()
+    stamp = weights.stat().st_mtime_ns
+    assert imported_base(SMOLLM2) == path and weights.stat().st_mtime_ns == stamp  # not imported again

@@ -123,3 +123,27 @@ def test_intent_run_prints_calls_and_adb(tiny_ckpt, run_cli, monkeypatch):
     # the checkpoint's own chat template (ChatML) wraps the code_short prompt
     assert seen["prompt"].startswith("<|im_start|>system\nYou are an expert in composing functions.<|im_end|>")
     assert seen["prompt"].endswith("Now my query is: wake me up at 7:30 tomorrow<|im_end|>\n<|im_start|>assistant\n")
+
+
+@pytest.mark.slow  # tiny checkpoint → GGUF → llama.cpp
+def test_an_exported_intent_model_carries_its_intent_json(tiny_ckpt, tmp_path):
+    """`pocketlm intent model.gguf "..."` needs no checkpoint beside it: the GGUF carries intent.json."""
+    import shutil
+
+    from pocketlm.intent.grammar import load_intent_meta, save_intent_meta
+    from pocketlm.intent.infer import load_runner
+    from pocketlm.runtime.gguf import export_gguf, read_gguf
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_ckpt, ckpt)
+    save_intent_meta(ckpt, doc_style="brief", candidates=3, copy_args=[["dial", "phone_number"]])
+    gguf = export_gguf(ckpt, tmp_path / "m.gguf", quant="f32")
+    files = read_gguf(gguf)["files"]
+    assert "config.json" not in files and "tokenizer.json" not in files  # only the checkpoint's own extras
+    runner = load_runner(str(gguf), "llamacpp")
+    try:
+        assert runner.meta == load_intent_meta(ckpt) == {"doc_style": "brief", "candidates": 3,
+                                                         "copy_args": [["dial", "phone_number"]]}
+    finally:
+        runner.close()
+    assert read_gguf(export_gguf(tiny_ckpt, tmp_path / "plain.gguf", quant="f32"))["files"] == {}

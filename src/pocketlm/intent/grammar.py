@@ -8,8 +8,8 @@ argument its function lacks, a malformed literal, or drifts while copying a name
     result1 = FN(ARG=result0, ...)
 
 where FN is one of the candidate functions, each ARG an argument of FN (at most once), VALUE a Python
-literal of the argument's type or an earlier ``resultK``, one of the listed values where the docs give a
-closed set ("Possible values are: ..."; dict keys likewise), and -- for the "copy" arguments -- every
+literal of the argument's type or an earlier ``resultK`` whose function returns that type, one of the
+listed values where the docs give a closed set ("Possible values are: ..."; dict keys likewise), and -- for the "copy" arguments -- every
 string a span of the request's words, as written. `GrammarChooser` decodes greedily through it: of the
 tokens in logit order it takes the first that keeps the text valid, so it costs a check or two per token.
 
@@ -55,6 +55,7 @@ class CallGrammar:
     def check(self, text: str) -> int:
         """INVALID, PREFIX (can still become valid) or COMPLETE (a whole answer: stopping is allowed)."""
         self._t, self._i = text, 0
+        self._results: list[str | None] = []  # return type of each call so far (None: returns nothing)
         try:
             line = 0
             while True:
@@ -95,6 +96,7 @@ class CallGrammar:
         self._lit(f"result{line} = ")
         name = self._ident(self.functions)
         spec = self.functions[name]
+        self._results.append((spec.returns or {}).get("type"))
         self._lit("(")
         used: set[str] = set()
         while True:
@@ -120,13 +122,13 @@ class CallGrammar:
             raise _End
         ch = self._t[self._i]
         kind, inner, optional = _kind(type_)
-        if ch == "r":  # an earlier call's result stands for a value of any type
-            if line == 0:  # the first call has no earlier result to refer to
+        if ch == "r":  # an earlier call's result, where this argument takes a value of that type
+            earlier = [str(k) for k in range(line) if _takes(type_, self._results[k])]
+            if not earlier:
                 raise _Bad
             self._lit("result")
             digits = re.match(r"\d*", self._t[self._i:]).group(0)
             self._i += len(digits)
-            earlier = [str(k) for k in range(line)]
             if self._i >= len(self._t):
                 if any(e.startswith(digits) for e in earlier):
                     raise _End
@@ -226,18 +228,34 @@ def _unescape(literal: str) -> str:
 
 
 def is_span(query: str, content: str, whole: bool = True) -> bool:
-    """`content` occurs in the request starting at a word start (and, if `whole`, ending at a word end,
-    not on punctuation): what a copied value may be. Case-sensitive: values are copied as written."""
-    if whole and content and content[-1] in _TRAILING:
-        return False
+    """`content` occurs in the request starting at a word start and ending at a word end, not on
+    punctuation: what a copied value may be. With ``whole=False``: `content` can still be extended into
+    such a span (so constrained decoding never enters a copy it cannot close). Case-sensitive: values
+    are copied as written."""
+    def closes(start: int, end: int) -> bool:
+        return end > start and query[end - 1] not in _TRAILING and (end == len(query) or not query[end].isalnum())
+
     i = query.find(content)
     while i >= 0:
-        end = i + len(content)
-        if (i == 0 or not query[i - 1].isalnum()) and \
-                (not whole or end == len(query) or not query[end].isalnum()):
-            return True
+        if i == 0 or not query[i - 1].isalnum():
+            end = i + len(content)
+            if whole and closes(i, end):
+                return True
+            if not whole and any(closes(i, e) for e in range(end, len(query) + 1)):
+                return True
         i = query.find(content, i + 1)
     return False
+
+
+def _takes(arg_type: str, result_type: str | None) -> bool:
+    """Whether an argument of `arg_type` can take a call result of `result_type` (None: no result):
+    the same kind, and for lists the same element type; "Any" takes everything."""
+    if result_type is None:
+        return False
+    arg, ret = _kind(arg_type), _kind(result_type)
+    if arg[0] == "any":
+        return True
+    return arg[0] == ret[0] and (arg[0] != "list" or "any" in (arg[1], ret[1]) or arg[1] == ret[1])
 
 
 def _kind(type_: str) -> tuple[str, str, bool]:
@@ -254,27 +272,57 @@ def _kind(type_: str) -> tuple[str, str, bool]:
 
 # ----------------------------------------------------------------------------- decoding
 
+class PieceIndex:
+    """Token ids grouped by the first character of their text, built once per vocabulary: a character
+    that breaks the answer rules out every token that starts with it, so a lost model's step checks the
+    ~100 distinct first characters instead of up to the whole vocabulary."""
+
+    def __init__(self, pieces: Sequence[str]):
+        import torch
+
+        self.pieces = pieces
+        firsts = sorted({p[0] for p in pieces if p})
+        code = {c: i for i, c in enumerate(firsts)}
+        self.first_chars = firsts
+        self.first_code = torch.tensor([code[p[0]] if p else -1 for p in pieces], dtype=torch.long)
+
+
 class GrammarChooser:
     """Greedy token choice for `pocketlm.runtime.sampling.stream(choose=...)` that keeps the output valid.
 
     In logit order it takes the first token whose text keeps the answer a valid prefix (usually the first
-    or second one; a model that has lost its way may need many checks); a stop token only once the answer
-    is complete. None (stop) when no token of the first `max_tries` (default: all) fits."""
+    or second one); a stop token only once the answer is complete. When the first `fast_tries` fail (a
+    model that has lost its way) and a `PieceIndex` is given, only tokens whose first character is allowed
+    are checked. None (stop) when no token of the first `max_tries` (default: all) fits."""
 
-    def __init__(self, grammar: CallGrammar, token_text, stop_ids: Iterable[int], max_tries: int | None = None):
+    def __init__(self, grammar: CallGrammar, token_text, stop_ids: Iterable[int], max_tries: int | None = None,
+                 index: PieceIndex | None = None, fast_tries: int = 32):
         self.grammar, self.token_text, self.stops, self.max_tries = grammar, token_text, set(stop_ids), max_tries
+        self.index, self.fast_tries = index, fast_tries
         self.text = ""
 
     def __call__(self, logits) -> int | None:
         import torch
 
-        complete = None
-        order = torch.argsort(logits, descending=True)
-        for tok in order[: self.max_tries].tolist():
+        self._complete = None
+        order = torch.argsort(logits, descending=True)[: self.max_tries]
+        if self.index is not None and len(order) > self.fast_tries:
+            tok = self._first_valid(order[: self.fast_tries].tolist())
+            if tok is not None:
+                return tok
+            allowed = [i for i, c in enumerate(self.index.first_chars)
+                       if self.grammar.check(self.text + c) != INVALID]
+            keep = torch.isin(self.index.first_code[order], torch.tensor(allowed, dtype=torch.long))
+            keep |= torch.isin(order, torch.tensor(sorted(self.stops), dtype=torch.long))
+            order = order[self.fast_tries:][keep[self.fast_tries:]]
+        return self._first_valid(order.tolist())
+
+    def _first_valid(self, candidates: list[int]) -> int | None:
+        for tok in candidates:
             if tok in self.stops:
-                if complete is None:
-                    complete = self.grammar.check(self.text) == COMPLETE
-                if complete:
+                if self._complete is None:
+                    self._complete = self.grammar.check(self.text) == COMPLETE
+                if self._complete:
                     return tok
                 continue
             piece = self.token_text(tok)
@@ -321,11 +369,19 @@ def save_intent_meta(ckpt_dir: str | Path, *, doc_style: str, candidates: int, c
 def load_intent_meta(ckpt_dir: str | Path) -> dict:
     """The checkpoint's intent.json ({} when it has none or it is unreadable)."""
     try:
-        meta = json.loads((Path(ckpt_dir) / INTENT_META).read_text())
-    except (OSError, ValueError):
+        return parse_intent_meta((Path(ckpt_dir) / INTENT_META).read_text())
+    except OSError:
+        return {}
+
+
+def parse_intent_meta(text: str | None) -> dict:
+    """intent.json's content as a dict ({} for None or anything unreadable)."""
+    try:
+        meta = json.loads(text) if text else {}
+    except ValueError:
         return {}
     return meta if isinstance(meta, dict) else {}
 
 
-__all__ = ["CallGrammar", "GrammarChooser", "learn_copy_args", "string_values", "save_intent_meta",
-           "load_intent_meta", "INVALID", "PREFIX", "COMPLETE", "INTENT_META"]
+__all__ = ["CallGrammar", "GrammarChooser", "PieceIndex", "learn_copy_args", "string_values", "save_intent_meta",
+           "load_intent_meta", "parse_intent_meta", "INVALID", "PREFIX", "COMPLETE", "INTENT_META"]

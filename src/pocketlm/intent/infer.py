@@ -13,18 +13,20 @@ from typing import Any
 import torch
 
 from pocketlm.errors import UserError
-from pocketlm.intent.grammar import CallGrammar, GrammarChooser, load_intent_meta
+from pocketlm.intent.grammar import (INTENT_META, CallGrammar, GrammarChooser, PieceIndex, load_intent_meta,
+                                     parse_intent_meta)
 from pocketlm.intent.prompt import build_prompt, choose_candidates, parse_calls, retrieve
 from pocketlm.intent.specs import FunctionSpec, Sample
 from pocketlm.model.checkpoint import is_checkpoint_dir
 from pocketlm.runtime.engine import Runtime, load_runtime
+from pocketlm.runtime.gguf import read_gguf
 
 
-def grammar_processor(grammar: CallGrammar, pieces: list[str], stop_ids: list[int]):
+def grammar_processor(grammar: CallGrammar, index: PieceIndex, stop_ids: list[int]):
     """A logits processor that leaves only the grammar's choice (or the end of turn) to sample."""
     if not stop_ids:
         raise UserError("constrained decoding needs an end-of-turn token, and this model's tokenizer has none")
-    chooser = GrammarChooser(grammar, pieces.__getitem__, stop_ids)
+    chooser = GrammarChooser(grammar, index.pieces.__getitem__, stop_ids, index=index)
 
     def process(tokens: list[int], logits: torch.Tensor) -> torch.Tensor:
         tok = chooser(logits)
@@ -45,6 +47,7 @@ class Runner:
         self.backend = runtime.backend
         self.tokens_generated = 0
         self.seconds = 0.0
+        self._index: PieceIndex | None = None
 
     def complete(self, messages: list[dict], max_new_tokens: int = 128, grammar: CallGrammar | None = None) -> str:
         rt = self.runtime
@@ -52,7 +55,9 @@ class Runner:
         if len(ids) >= rt.n_ctx:
             raise UserError(f"prompt is {len(ids)} tokens but the model's context is {rt.n_ctx}")
         stops = rt.end_of_turn_ids()
-        processor = grammar_processor(grammar, rt.token_pieces(), stops) if grammar is not None else None
+        if grammar is not None and self._index is None:
+            self._index = PieceIndex(rt.token_pieces())
+        processor = grammar_processor(grammar, self._index, stops) if grammar is not None else None
         t0 = time.perf_counter()
         result = rt.generate(ids, min(max_new_tokens, rt.n_ctx - len(ids)), stop_ids=stops,
                              logits_processor=processor)
@@ -66,7 +71,7 @@ class Runner:
 
 def load_runner(model: str, backend: str = "auto", tokenizer_dir: str | None = None) -> Runner:
     """``auto``: a .gguf file → llama.cpp, anything else → our PyTorch model. ``tokenizer_dir``: the
-    checkpoint a GGUF came from (its tokenizer and intent.json)."""
+    checkpoint a GGUF came from (its tokenizer and intent.json; by default the GGUF's own)."""
     if backend == "auto":
         backend = "llamacpp" if str(model).endswith(".gguf") else "torch"
     if backend == "torch":
@@ -82,7 +87,10 @@ def load_runner(model: str, backend: str = "auto", tokenizer_dir: str | None = N
         if not os.path.isfile(model):
             raise UserError(f"GGUF file not found: {model}")
         rt = load_runtime(model, backend="llamacpp", n_ctx=None, tokenizer=tokenizer_dir)
-        return Runner(rt, load_intent_meta(tokenizer_dir) if tokenizer_dir else {})
+        # an exported intent model carries its intent.json inside the GGUF (pocketlm.runtime.gguf)
+        meta = load_intent_meta(tokenizer_dir) if tokenizer_dir else \
+            parse_intent_meta(read_gguf(model)["files"].get(INTENT_META))
+        return Runner(rt, meta)
     raise UserError(f"unknown backend {backend!r} (torch or llamacpp)")
 
 

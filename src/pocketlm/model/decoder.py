@@ -159,10 +159,12 @@ class PocketLM(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None,
-                last_only: bool = False) -> torch.Tensor:
+                last_only: bool = False, select: torch.Tensor | None = None) -> torch.Tensor:
         """Logits [batch, T, vocab] (or [batch, 1, vocab] with last_only) for input_ids [batch, T].
 
-        With a cache, the tokens continue from cache.pos and the cache is advanced.
+        With a cache, the tokens continue from cache.pos and the cache is advanced. `select`, a boolean
+        [batch, T] mask, returns logits [N, vocab] at those positions only: in SFT few positions carry a
+        loss, and the LM head is a fifth of a small model's compute.
         """
         b, t = input_ids.shape
         start = cache.pos if cache is not None else 0
@@ -185,6 +187,8 @@ class PocketLM(nn.Module):
         x = self.model.norm(x)
         if last_only:
             x = x[:, -1:]
+        elif select is not None:
+            x = x[select]
         return self.lm_head(x)
 
     # ------------------------------------------------------------------ construction

@@ -21,6 +21,7 @@ from pocketlm.errors import UserError
 from pocketlm.model.checkpoint import has_tokenizer, read_state_dict, save_checkpoint
 from pocketlm.model.config import ModelConfig
 from pocketlm.model.decoder import PocketLM
+from pocketlm.utils import cache_dir
 
 # gguf general.architecture values whose tensors transformers maps onto a Llama-style model we run
 GGUF_ARCHS = ("llama", "qwen2", "mistral")
@@ -177,3 +178,13 @@ def import_model(src: str, out: str | os.PathLike, dtype: str = "f32") -> Path:
     else:
         model, tokenizer = _from_gguf(where)
     return save_checkpoint(model, out, tokenizer=tokenizer, dtype=IMPORT_DTYPES[dtype])
+
+
+def imported_base(name: str) -> Path:
+    """The checkpoint of built-in base `name`, imported once into pocketlm's cache (recipes name a base
+    instead of a path: ``base: smollm2-135m-instruct``)."""
+    out = cache_dir() / "bases" / name
+    if not (out / "config.json").is_file():  # import_model writes atomically: config.json means complete
+        print(f"importing built-in base {name} into {out} (once)", flush=True)
+        import_model(name, out)
+    return out

@@ -38,6 +38,12 @@ QK = 32  # llama.cpp's block size for Q4_0 / Q8_0
 _FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "bf16": 32}
 PLACEHOLDER_KEY = "pocketlm.placeholder_vocab"
 CONFIG_KEY = "pocketlm.config"
+# Small JSON files a checkpoint carries for its applications (e.g. intent.json: how an intent model was
+# prompted) travel inside the GGUF as "pocketlm.file.NAME", so the .gguf alone is enough to run it.
+FILE_KEY_PREFIX = "pocketlm.file."
+_STANDARD_JSON = {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                  "special_tokens_map.json", "adapter_config.json", "model.safetensors.index.json"}
+_MAX_CARRIED_BYTES = 1 << 20
 
 
 def llamacpp_problems(cfg: ModelConfig) -> list[str]:
@@ -333,6 +339,14 @@ def _resolve(model_or_spec: Any, tokenizer_dir):
     return cfg, get, tokenizer_dir
 
 
+def _carried_files(model_or_spec: Any) -> dict[str, str]:
+    """The checkpoint directory's own small JSON files (not the HF-standard ones), by name."""
+    if not isinstance(model_or_spec, (str, os.PathLike)) or not Path(model_or_spec).is_dir():
+        return {}
+    return {f.name: f.read_text() for f in sorted(Path(model_or_spec).glob("*.json"))
+            if f.name not in _STANDARD_JSON and f.stat().st_size <= _MAX_CARRIED_BYTES}
+
+
 def export_gguf(model_or_spec: Any, out: str | os.PathLike, quant: str = "f16",
                 tokenizer_dir: str | os.PathLike | None = None, seed: int = 0,
                 progress: bool = False) -> Path:
@@ -346,6 +360,7 @@ def export_gguf(model_or_spec: Any, out: str | os.PathLike, quant: str = "f16",
     if quant not in QUANTS:
         raise UserError(f"unknown quant '{quant}'; choose one of {', '.join(QUANTS)}")
     cfg, get, tokenizer_dir = _resolve(model_or_spec, tokenizer_dir)
+    carried = _carried_files(model_or_spec)
     problems = llamacpp_problems(cfg)
     if problems:
         raise UserError("llama.cpp cannot run this config: " + "; ".join(problems))
@@ -359,13 +374,14 @@ def export_gguf(model_or_spec: Any, out: str | os.PathLike, quant: str = "f16",
     t0 = time.perf_counter()
     with atomic_path(out) as tmp:  # a failed or killed export leaves no partial file
         _write(gguf.GGUFWriter(tmp, arch), cfg, plan, types, qtypes, quant, get, tokenizer_dir, seed,
-               f"export {out.name}" if progress else None)
+               f"export {out.name}" if progress else None, carried)
     _log_export(out, quant, arch, time.perf_counter() - t0, progress)
     return out
 
 
 def _write(writer, cfg: ModelConfig, plan: list, types: list[str], qtypes: dict, quant: str,
-           get: Callable | None, tokenizer_dir, seed: int, progress_desc: str | None) -> None:
+           get: Callable | None, tokenizer_dir, seed: int, progress_desc: str | None,
+           carried: dict[str, str]) -> None:
     """Metadata, tensor infos and tensor data (random or from `get`), streamed one tensor at a time."""
     import gguf
 
@@ -387,6 +403,8 @@ def _write(writer, cfg: ModelConfig, plan: list, types: list[str], qtypes: dict,
         writer.add_file_type(_FILE_TYPE[quant])
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         writer.add_string(CONFIG_KEY, json.dumps(cfg.to_dict()))
+        for name, text in carried.items():
+            writer.add_string(FILE_KEY_PREFIX + name, text)
         if tokenizer_dir is not None:
             _add_tokenizer(writer, Path(tokenizer_dir), cfg)
         else:
@@ -481,7 +499,8 @@ def read_gguf(path: str | os.PathLike) -> dict[str, Any]:
             "has_vocab": meta.get("tokenizer.ggml.tokens") is not None,
             "n_vocab_tokens": meta.get("tokenizer.ggml.tokens") or 0,
             "chat_template": meta.get("tokenizer.chat_template"),
-            "n_tensors": len(tensors), "size_bytes": size}
+            "n_tensors": len(tensors), "size_bytes": size,
+            "files": {k[len(FILE_KEY_PREFIX):]: v for k, v in meta.items() if k.startswith(FILE_KEY_PREFIX)}}
 
 
 class _Malformed(Exception):

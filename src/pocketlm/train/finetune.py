@@ -35,6 +35,7 @@ from pocketlm.data.tokenizer import load_tokenizer
 from pocketlm.errors import UserError
 from pocketlm.model.checkpoint import has_tokenizer, is_checkpoint_dir, load_model, parse_dtype
 from pocketlm.model.decoder import PocketLM
+from pocketlm.model.importer import BASES, imported_base
 from pocketlm.train.lora import apply_lora, load_trainable, lora_target_modules, save_adapter, save_trainable
 from pocketlm.train.recipe import RECIPES_DIR, TrainArgs, read_recipe_file, snapshot_recipe, write_summary
 from pocketlm.train.sft import (SFTBatches, check_conversations, collate, conversations_from_records,
@@ -42,14 +43,14 @@ from pocketlm.train.sft import (SFTBatches, check_conversations, collate, conver
                                 tokenize_conversations)
 from pocketlm.train.distributed import full_model_state_dict, init_distributed, teardown_distributed
 from pocketlm.train.metrics import plot_loss_curve
-from pocketlm.train.trainer import (SCHEDULES, Schedule, Trainer, default_load_model, default_save_model,
-                                    measure_matmul_peak, train_flops_per_token)
+from pocketlm.train.trainer import (LOSS_FUNCTIONS, SCHEDULES, Schedule, Trainer, default_load_model,
+                                    default_save_model, measure_matmul_peak, train_flops_per_token)
 
 
 # ============================================================================ recipe
 @dataclass
 class FinetuneRecipe(TrainArgs):
-    base: str = ""  # checkpoint dir with a tokenizer (e.g. pretrain's final/) or a preset (random weights)
+    base: str = ""  # checkpoint dir with a tokenizer, a built-in base (`pocketlm bases`) or a preset (random)
     tokenizer: str | None = None  # tokenizer dir when `base` has none
     data: str = ""  # JSONL file/dir/glob | hf:NAME | owner/name (HF hub) | a registered source
     data_split: str = "train"  # HF datasets only
@@ -77,6 +78,7 @@ class FinetuneRecipe(TrainArgs):
     beta2: float = 0.999
     model_dtype: str = "float32"  # weights in memory; bfloat16 halves a frozen LoRA base
     eval_every: int = 0  # steps (0: only at the end)
+    loss_logits: str = "all"  # all | targets: LM head only at assistant tokens (same loss, less compute)
 
     VERB: ClassVar[str] = "finetune"
     POSITIVE: ClassVar[tuple[str, ...]] = TrainArgs.POSITIVE + ("max_samples", "lora_r", "lora_alpha", "epochs",
@@ -85,7 +87,8 @@ class FinetuneRecipe(TrainArgs):
     FRACTIONS: ClassVar[tuple[str, ...]] = TrainArgs.FRACTIONS + ("val_fraction", "lora_dropout")
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         **TrainArgs.CHOICES, "method": ("full", "lora"), "schedule": SCHEDULES,
-        "model_dtype": ("float32", "bfloat16", "float16")}
+        "model_dtype": ("float32", "bfloat16", "float16"),
+        "loss_logits": tuple(LOSS_FUNCTIONS)}
 
     @classmethod
     def convert_field(cls, name: str, value: Any, hint: Any, where: str) -> Any:
@@ -171,7 +174,7 @@ def load_recipe(spec: str) -> FinetuneRecipe:
 # ============================================================================ run
 def _load_base(recipe: FinetuneRecipe):
     """(model, tokenizer, tokenizer source) for the recipe's base."""
-    base = recipe.base
+    base = str(imported_base(recipe.base)) if recipe.base in BASES else recipe.base
     if not is_checkpoint_dir(base) and os.sep in base:
         raise UserError(f"base checkpoint not found: {base} (pre-train one with `pocketlm pretrain`)")
     tok_src = recipe.tokenizer or (base if is_checkpoint_dir(base) and has_tokenizer(base) else None)
@@ -258,6 +261,7 @@ def run_finetune(recipe: FinetuneRecipe, out_dir: str | os.PathLike, print_fn=No
         peak = measure_matmul_peak(dist_info.device, recipe.matmul_dtype(dist_info.device), seconds=0.3)
         make_opt = recipe.optimizer_factory(lr=schedule(0))
         trainer = Trainer(model, make_opt, schedule, batches, tcfg, out_dir=out, eval_batches=evals,
+                          loss_fn=LOSS_FUNCTIONS[recipe.loss_logits],
                           dist_info=dist_info, flops_per_token=train_flops_per_token(cfg, int(mean_len)),
                           peak_flops=peak, save_model_fn=save_fn, load_model_fn=load_fn, print_fn=say)
         if dist_info.is_main:

@@ -87,6 +87,18 @@ def causal_lm_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Te
                            ignore_index=IGNORE_INDEX, reduction="sum")
 
 
+def target_logits_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """`causal_lm_loss` with logits computed only where labels != -100 (the model takes ``select``):
+    the same sum up to float rounding, without the LM head's work at positions that carry no loss."""
+    labels = batch["labels"]
+    targets = labels != IGNORE_INDEX
+    logits = model(batch["input_ids"], select=targets)
+    return F.cross_entropy(logits.float(), labels[targets], reduction="sum")
+
+
+LOSS_FUNCTIONS = {"all": causal_lm_loss, "targets": target_logits_loss}
+
+
 def count_targets(batch: dict[str, torch.Tensor]) -> int:
     return int((batch["labels"] != IGNORE_INDEX).sum())
 

@@ -1,0 +1,161 @@
+"""Intent calling from a real pre-trained base: SmolLM2-135M-Instruct, LoRA-tuned (`intent-smollm2`), on
+the held-out synthesized DroidCall split, against what a user would otherwise pick.
+
+    .venv/bin/python benchmarks/intent_smollm2.py [--run DIR] [--n-test 200] [--quick]
+
+Rows (all grammar-constrained greedy decoding, 4 candidate functions with brief docs, the same requests):
+- the zero-shot base (the imported instruct model, no intent fine-tune): the baseline;
+- the fine-tuned model on torch;
+- its merged GGUF exports, Q8_0 and Q4_0, on llama.cpp, the .gguf alone (`pocketlm intent model.gguf "..."`'s
+  path: the GGUF carries the tokenizer, chat template and intent.json);
+- the tiny from-scratch pipeline's recorded figure (benchmarks/results/intent_tiny.txt), for reference.
+Seconds per request are in-process medians (prompt + constrained decoding; no process start or model
+load). The grammar's cost is the Q4_0 model's median seconds per generated token, constrained vs free,
+on the same requests. Without --run the benchmark fine-tunes first (`pocketlm finetune intent-smollm2`).
+Prints a table with PASS/FAIL per target, then ONE JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from pocketlm.intent import evaluate, get_matcher, load_specs, synthesize
+from pocketlm.intent.infer import load_runner, run_query
+from pocketlm.intent.pipeline import function_accuracy
+from pocketlm.intent.prompt import choose_candidates
+from pocketlm.model.importer import imported_base
+from pocketlm.runtime.gguf import export_gguf
+from pocketlm.runtime.hardware import machine_info
+from pocketlm.train.finetune import load_recipe, run_finetune
+
+TARGETS = {"accuracy": 0.85, "soft_accuracy": 0.93, "finetune_minutes": 45.0, "quant_loss_points": 2.0,
+           "median_s_per_request": 1.0, "grammar_overhead": 0.20}
+TINY_RECORDED = {"accuracy": 0.580, "soft_accuracy": 0.816, "function_accuracy": 0.96}  # intent_tiny.txt
+
+
+def score_model(model: str, test: list, specs: dict, matcher, *, tokenizer_dir: str | None = None,
+                doc_style: str = "brief", k: int = 4, seed: int = 0, max_new_tokens: int = 96,
+                constrain: bool = True, label: str = "") -> dict:
+    """Accuracy, soft accuracy, right functions and per-request seconds of one model on `test`."""
+    runner = load_runner(model, "auto", tokenizer_dir=tokenizer_dir)
+    rng = random.Random(seed)  # the same candidates for every model: gold + seeded distractors
+    preds, seconds, per_token = [], [], []
+    try:
+        for i, s in enumerate(test):
+            cands = choose_candidates(s, specs, k=k, rng=rng)
+            before = runner.tokens_generated
+            t0 = time.perf_counter()
+            r = run_query(runner, s.query, specs, cands, k, max_new_tokens, doc_style, constrain)
+            dt = time.perf_counter() - t0
+            seconds.append(dt)
+            per_token.append(dt / max(1, runner.tokens_generated - before))
+            preds.append({"query": s.query, "answers": r["calls"], "output": r["output"], "error": r["error"]})
+            if (i + 1) % 25 == 0:
+                print(f"  {label}: {i + 1}/{len(test)} requests, median {statistics.median(seconds):.2f} s",
+                      flush=True)
+    finally:
+        runner.close()
+    scored = evaluate(test, preds, specs, matcher=matcher)
+    return {"accuracy": scored["accuracy"], "soft_accuracy": scored["soft_accuracy"],
+            "function_accuracy": function_accuracy(test, preds),
+            "unparsable": sum(p["error"] is not None for p in preds), "n": len(test),
+            "median_s_per_request": statistics.median(seconds), "median_s_per_token": statistics.median(per_token)}
+
+
+def finetune(run: Path, quick: bool) -> tuple[Path, float]:
+    """The fine-tuned checkpoint and its fine-tuning minutes (from the run's summary when it exists)."""
+    summary = run / "summary.json"
+    if not summary.is_file():
+        recipe = load_recipe("intent-smollm2")
+        if quick:
+            recipe.max_steps, recipe.synth_samples, recipe.save_every = 3, 64, 0
+        run_finetune(recipe, run)
+    data = json.loads(summary.read_text())
+    return Path(data["final"]), data["elapsed_s"] / 60
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", default="runs/intent-smollm2", help="fine-tune output dir (fine-tuned here if absent)")
+    ap.add_argument("--n-test", type=int, default=200)
+    ap.add_argument("--grammar-n", type=int, default=40, help="requests for the grammar-overhead row")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 3 fine-tune steps, 4 requests")
+    args = ap.parse_args()
+    n_test = 4 if args.quick else args.n_test
+    matcher = get_matcher("embedding", quiet=True)
+    matcher.similarity("set an alarm", "wake me up")
+    specs = load_specs()
+    test = synthesize(n_test, seed=1, split="test")  # the intent-tiny benchmark's held-out split
+    t0 = time.perf_counter()
+    final, ft_minutes = finetune(Path(args.run), args.quick)
+    meta = json.loads((final / "intent.json").read_text())
+    kw = dict(doc_style=meta["doc_style"], k=meta["candidates"])
+
+    rows: dict[str, dict] = {}
+    print("zero-shot base ...", flush=True)
+    rows["zero-shot base (torch)"] = score_model(str(imported_base("smollm2-135m-instruct")), test, specs, matcher,
+                                                 label="base", **kw)
+    print("fine-tuned (torch) ...", flush=True)
+    rows["intent-smollm2 (torch)"] = score_model(str(final), test, specs, matcher, label="torch", **kw)
+    ggufs = {}
+    for quant in ("q8_0", "q4_0"):
+        ggufs[quant] = export_gguf(final, Path(args.run) / f"intent-smollm2-{quant}.gguf", quant=quant)
+        print(f"{quant} GGUF on llama.cpp ...", flush=True)
+        rows[f"intent-smollm2 {quant.upper()} (llama.cpp)"] = score_model(
+            str(ggufs[quant]), test, specs, matcher, label=quant, **kw)
+    few = test[:min(args.grammar_n, len(test))]
+    free = score_model(str(ggufs["q4_0"]), few, specs, matcher, constrain=False,
+                       label="q4_0 free", **kw)
+    constrained = score_model(str(ggufs["q4_0"]), few, specs, matcher,
+                              label="q4_0 constrained", **kw)
+    overhead = constrained["median_s_per_token"] / free["median_s_per_token"] - 1
+
+    torch_row, q8, q4 = (rows["intent-smollm2 (torch)"], rows["intent-smollm2 Q8_0 (llama.cpp)"],
+                         rows["intent-smollm2 Q4_0 (llama.cpp)"])
+    quant_loss = 100 * max(torch_row["accuracy"] - q8["accuracy"], torch_row["accuracy"] - q4["accuracy"])
+    checks = {
+        "accuracy": torch_row["accuracy"] >= TARGETS["accuracy"],
+        "soft_accuracy": torch_row["soft_accuracy"] >= TARGETS["soft_accuracy"],
+        "finetune_minutes": ft_minutes <= TARGETS["finetune_minutes"],
+        "quant_loss_points": quant_loss <= TARGETS["quant_loss_points"],
+        "median_s_per_request": q4["median_s_per_request"] <= TARGETS["median_s_per_request"],
+        "grammar_overhead": overhead <= TARGETS["grammar_overhead"],
+    }
+
+    head = ("model", "accuracy %", "soft acc. %", "right fn %", "unparsable", "median s/request", "fine-tune min")
+    table = [(name, f"{100 * r['accuracy']:.1f}", f"{100 * r['soft_accuracy']:.1f}",
+              f"{100 * r['function_accuracy']:.1f}", str(r["unparsable"]), f"{r['median_s_per_request']:.2f}",
+              f"{ft_minutes:.1f}" if "intent-smollm2" in name else "") for name, r in rows.items()]
+    table.append(("tiny from-scratch pipeline (recorded)", f"{100 * TINY_RECORDED['accuracy']:.1f}",
+                  f"{100 * TINY_RECORDED['soft_accuracy']:.1f}", f"{100 * TINY_RECORDED['function_accuracy']:.0f}",
+                  "", "", "28 (whole pipeline)"))
+    widths = [max(len(r[i]) for r in table + [head]) for i in range(len(head))]
+    print()
+    for r in [head, tuple("-" * w for w in widths)] + table:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    print(f"\ngrammar cost on Q4_0 ({len(few)} requests): {1000 * constrained['median_s_per_token']:.1f} vs "
+          f"{1000 * free['median_s_per_token']:.1f} ms per generated token free ({100 * overhead:+.0f}%); "
+          f"free decoding: {100 * free['accuracy']:.1f}% accuracy, {free['unparsable']} unparsable")
+    print(f"quantization loss: {quant_loss:.1f} points (worst of Q8_0/Q4_0 vs torch); matcher {matcher.name}")
+    for name, ok in checks.items():
+        print(f"  {'PASS' if ok else 'FAIL'}  {name} (target {TARGETS[name]})")
+    summary = {"benchmark": "intent_smollm2", "rows": rows, "tiny_recorded": TINY_RECORDED,
+               "finetune_minutes": round(ft_minutes, 1), "quant_loss_points": round(quant_loss, 2),
+               "grammar_overhead": round(overhead, 3), "grammar_free": free, "grammar_constrained": constrained,
+               "targets": TARGETS, "passed": checks, "all_passed": all(checks.values()), "n_test": n_test,
+               "matcher": matcher.name, "quick": args.quick, "wall_seconds": round(time.perf_counter() - t0, 1),
+               "machine": machine_info(),
+               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
