@@ -58,12 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"{name}: error: {e}", file=sys.stderr)
         return 2
-    except Terminated:
-        print(f"{name}: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    except KeyboardInterrupt:
-        print(f"{name}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # a verb may say what was kept: KeyboardInterrupt("... saved in X")
+        word = "terminated" if isinstance(e, Terminated) else "interrupted"
+        print(f"{name}: {word}" + (f": {e}" if str(e) else ""), file=sys.stderr)
+        return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130
     except Exception as e:
         err = os_error_of(e)
         if err is None or os.environ.get("POCKETLM_TRACEBACK"):

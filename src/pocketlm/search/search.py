@@ -466,7 +466,6 @@ def run_search(settings: SearchSettings, measure_fn: MeasureFn | None = None, pr
     search = Search(settings, measure_fn=measure_fn, progress=progress, log=log)
     try:
         return search.run()
-    except KeyboardInterrupt:
-        (log or print)(f"interrupted: {search.new_measurements} new measurements are saved in "
-                       f"{settings.out / 'results.jsonl'}; rerun the same command to resume")
-        raise
+    except KeyboardInterrupt as e:  # one line (pocketlm.cli prints it) says what is kept
+        raise type(e)(f"{search.new_measurements} new measurements are saved in "
+                      f"{settings.out / 'results.jsonl'}; rerun the same command to resume") from None
