@@ -104,22 +104,30 @@ DISCOVERED = _discovered()
 VERBS = sorted(set(DISCOVERED) | set(WRITERS))
 
 
-def _subparser(verb: str) -> argparse.ArgumentParser:
+def _subparser(verb: str) -> argparse.ArgumentParser | None:
+    """The parser of `verb` ("latency fit"), or None for a form a verb parses itself (`intent predict`)."""
     parser = build_parser()
     for word in verb.split():
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        parser = sub.choices[word]
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs or word not in subs[0].choices:
+            return None
+        parser = subs[0].choices[word]
     return parser
 
 
 def _generic_argv(verb: str, flag: str, out: Path) -> list:
     """A verb no one listed in WRITERS: placeholder values (a preset name) for what it requires."""
+    def value(action):
+        if action.choices:
+            return next(iter(action.choices))
+        return "1" if action.type in (int, float) else "tiny"
+
     argv: list = verb.split()
-    for action in _subparser(verb)._actions:
+    for action in getattr(_subparser(verb), "_actions", []):
         if not action.option_strings and action.nargs != argparse.PARSER:
-            argv.append(action.choices[0] if action.choices else "tiny")
+            argv.append(value(action))
         elif action.required and flag not in action.option_strings:
-            argv += [action.option_strings[0], next(iter(action.choices)) if action.choices else "tiny"]
+            argv += [action.option_strings[0], value(action)]
     return [*argv, flag, out]
 
 
@@ -154,6 +162,12 @@ def _mount(d: Path, options: str) -> bool:
         return False
     return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(d)],
                           capture_output=True).returncode == 0
+
+
+def test_a_verb_nobody_listed_gets_placeholder_arguments():
+    assert _generic_argv("tokenizer train", "--out", Path("o")) == [
+        "tokenizer", "train", "--input", "tiny", "--vocab-size", "1", "--out", Path("o")]
+    assert _generic_argv("export", "--out", Path("o.gguf")) == ["export", "tiny", "--out", Path("o.gguf")]
 
 
 def test_the_writing_verbs_are_all_known():
@@ -232,6 +246,38 @@ def test_a_bug_still_shows_its_traceback(run_cli, monkeypatch):
     monkeypatch.setattr(model_cli, "cmd_presets", broken)
     with pytest.raises(ValueError):
         run_cli("presets")
+
+
+# ----------------------------------------------------------------------------- empty inputs
+
+EMPTY_INPUTS = {  # name -> argv builder from (inputs, an empty file, an empty dir, an output path)
+    "intent predict, empty --data": lambda i, f, d, o: ["intent", "predict", i.ckpt, "--data", f, "--out", o],
+    "intent eval, empty --gold": lambda i, f, d, o: ["intent", "eval", "--gold", f, "--pred", f,
+                                                     "--per-sample", o],
+    "data prepare, empty file": lambda i, f, d, o: ["data", "prepare", "--tokenizer", i.tok, "--input", f"web={f}",
+                                                    "--out", o],
+    "data prepare, dir without documents": lambda i, f, d, o: ["data", "prepare", "--tokenizer", i.tok,
+                                                               "--input", f"web={d}", "--out", o],
+    "tokenizer train, empty file": lambda i, f, d, o: ["tokenizer", "train", "--input", f, "--vocab-size", 300,
+                                                       "--out", o],
+    "tokenizer train, dir without documents": lambda i, f, d, o: ["tokenizer", "train", "--input", d,
+                                                                  "--vocab-size", 300, "--out", o],
+    "finetune, empty --data": lambda i, f, d, o: ["finetune", "instruct-tiny", "--base", i.ckpt, "--data", f,
+                                                  "--out", o],
+}
+
+
+@pytest.mark.parametrize("case", sorted(EMPTY_INPUTS))
+def test_empty_input_is_one_line_and_exit_2(run_cli, inputs, tmp_path, case):
+    empty_file, empty_dir, out = tmp_path / "empty.jsonl", tmp_path / "nothing", tmp_path / "out"
+    empty_file.write_text("")
+    empty_dir.mkdir()
+    (empty_dir / "notes.bin").write_bytes(b"")  # not a document format
+    code, _, err = run_cli(*EMPTY_INPUTS[case](inputs, empty_file, empty_dir, out))
+    assert code == 2, err
+    line = err.strip().splitlines()[-1]
+    assert ": error: " in line and "Traceback" not in err, err
+    assert not out.exists() or not any(out.glob("**/*.json*")), "an empty input wrote results"
 
 
 # ----------------------------------------------------------------------------- full disk
@@ -352,3 +398,39 @@ def test_interrupt_during_a_directory_swap_is_held_until_it_is_done(tmp_path, mo
     monkeypatch.undo()
     assert len(renamed) == 2 and (out / "v").read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+@pytest.mark.parametrize("fault, code, words", [
+    (KeyboardInterrupt(), 130, "pocketlm search: interrupted: 2 new measurements are saved in"),
+    (OSError(28, "No space left on device", "/tmp/x.gguf"), 2,
+     "pocketlm search: error: /tmp/x.gguf: No space left on device"),
+])
+def test_search_stopped_midway_says_so_in_one_line_and_caches_no_failure(run_cli, inputs, tmp_path, monkeypatch,
+                                                                          fault, code, words):
+    from pocketlm.search import search
+    from test_search import fake_engine
+
+    class Engine:  # two measurements, then the fault (Ctrl-C, or a full disk while exporting a GGUF)
+        def __init__(self, settings):
+            self.measure, self.calls = fake_engine(), 0
+
+        def __call__(self, cfg, repeats, warmup):
+            self.calls += 1
+            if self.calls > 2:
+                raise fault
+            return self.measure(cfg, repeats, warmup)
+
+        def prune(self, cfgs):
+            pass
+
+        def cleanup(self):
+            pass
+
+    monkeypatch.setattr(search, "EngineMeasurer", Engine)
+    out = tmp_path / "s"
+    got, _, err = run_cli("search", "--budget", "1M", "--vocab-size", 512, "--space", inputs.space, "--no-progress",
+                          "--out", out)
+    assert got == code and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(words), err
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and not any("error" in r for r in records)  # a rerun measures the rest

@@ -275,6 +275,8 @@ def prepare(sources: list[SourceSpec] | str | os.PathLike, tokenizer: Any, out_d
     for name, files in files_of.items():
         if not files:
             raise UserError(f"source {name!r}: no input files found")
+        if all(f.stat().st_size == 0 for f in files):  # before the output dir is touched
+            raise UserError(f"source {name!r} produced no tokens: its input files are empty")
     tok_ref = None
     if isinstance(tokenizer, (str, os.PathLike)):
         tok_ref = str(tokenizer)
