@@ -344,7 +344,8 @@ def test_disk_full_during_training_keeps_the_last_checkpoint_and_resume_stays_ex
     r = _cli("pretrain", recipe, "--out", cut)
     assert r.returncode == 2, r.stderr
     line = r.stderr.strip().splitlines()[-1]
-    assert "No space left on device" in line and "Traceback" not in r.stderr, r.stderr
+    assert f"{cut / 'checkpoints' / 'step_00000008'}: No space left on device" in line, r.stderr
+    assert "Traceback" not in r.stderr
     assert sorted(p.name for p in (cut / "checkpoints").iterdir()) == ["step_00000004"]  # no temp dir
     # with space again, the same command resumes from step 4 and matches the uninterrupted run exactly
     roomy = tmp_path / "roomy"
@@ -353,6 +354,7 @@ def test_disk_full_during_training_keeps_the_last_checkpoint_and_resume_stays_ex
     assert r.returncode == 0, r.stderr
     assert "resumed from step 4" in r.stdout + r.stderr
     assert read_losses(roomy) == read_losses(full)
+    assert sorted(p.name for p in (roomy / "checkpoints").iterdir()) == ["step_00000008", "step_00000012"]
 
 
 # ----------------------------------------------------------------------------- Ctrl-C and SIGTERM

@@ -91,14 +91,14 @@ def _short_write_errno(path: Path) -> int | None:
     return errno.EFBIG if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY else None
 
 
-def _named(exc: BaseException, path: Path) -> OSError | None:
+def os_error_at(exc: BaseException, path: str | os.PathLike) -> OSError | None:
     """The OS error behind `exc` with the output's path, when it names none (a full disk inside
     safetensors says only "No space left on device"). Call it before the temp output is removed: a
     short write is told apart by the space still missing."""
     err = os_error_of(exc) if isinstance(exc, Exception) else None
     if err is None or err.filename is not None:
         return None
-    code = err.errno if err.errno is not None else _short_write_errno(path)
+    code = err.errno if err.errno is not None else _short_write_errno(Path(path))
     if code is None:
         return OSError(None, str(err), str(path))
     return OSError(code, os.strerror(code), str(path))
@@ -150,7 +150,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, path)
     except BaseException as e:
-        named = _named(e, path)
+        named = os_error_at(e, path)
         tmp.unlink(missing_ok=True)
         if named is not None:
             raise named from e
@@ -202,7 +202,7 @@ def atomic_dir(out: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         replace_dir(tmp, out)
     except BaseException as e:
-        named = _named(e, out)
+        named = os_error_at(e, out)
         shutil.rmtree(tmp, ignore_errors=True)
         if named is not None:
             raise named from e

@@ -66,7 +66,7 @@ from pocketlm.train.distributed import (DistInfo, all_reduce_sum, barrier, full_
                                         full_optimizer_state_dict, load_full_optimizer_state_dict,
                                         load_full_model_state_dict, wrap_model)
 from pocketlm.train.metrics import MetricsLogger
-from pocketlm.utils import replace_dir
+from pocketlm.utils import os_error_at, replace_dir
 
 IGNORE_INDEX = -100
 CHECKPOINT_PREFIX = "step_"
@@ -472,10 +472,14 @@ class Trainer:
                              "world_size": self.dist.world_size, "config": asdict(self.cfg)},
                             tmp / "trainer_state.pt")
                 replace_dir(tmp, final)
-        except BaseException:  # a full disk or Ctrl-C: the previous checkpoints stay, the partial one goes
+        except BaseException as e:  # a full disk or Ctrl-C: the previous checkpoints stay, the partial one goes
+            named = os_error_at(e, final)
             if self.dist.is_main:
                 shutil.rmtree(tmp, ignore_errors=True)
+            if named is not None:
+                raise named from e
             raise
+        if self.dist.is_main:
             for old in list_checkpoints(self.ckpt_root)[:-max(self.cfg.keep_last, 1)]:
                 shutil.rmtree(old, ignore_errors=True)
         barrier(self.dist)
