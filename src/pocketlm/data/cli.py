@@ -11,7 +11,7 @@ from pocketlm.data.shards import read_manifest
 from pocketlm.data.sources import SourceSpec, load_spec_file, parse_hf_arg, parse_input_arg
 from pocketlm.data.tokenizer import SPECIAL_TOKENS, load_tokenizer, train_tokenizer
 from pocketlm.errors import UserError
-from pocketlm.utils import print_json
+from pocketlm.utils import check_output, print_json
 
 
 def register(sub) -> None:
@@ -67,6 +67,7 @@ def _register_data(sub) -> None:
 
 
 def _cmd_prepare(args) -> int:
+    check_output(args.out, directory=True)
     sources: list[SourceSpec] = []
     if args.spec:
         sources += load_spec_file(args.spec)
@@ -98,6 +99,7 @@ def _print_summary(manifest: dict, data_dir) -> None:
 
 
 def _cmd_corpus(args) -> int:
+    check_output(args.out, directory=True)
     paths = write_corpus(args.out, size_mb=args.size_mb or DEFAULT_SIZE_MB, seed=args.seed)
     for name, p in paths.items():
         files = sorted(p.glob("*.jsonl"))
@@ -139,6 +141,7 @@ def _register_tokenizer(sub) -> None:
 
 
 def _cmd_train(args) -> int:
+    check_output(args.out, directory=True)
     out = train_tokenizer([Path(p) for p in args.input], args.vocab_size, args.out,
                           min_frequency=args.min_frequency, text_field=args.text_field, progress=sys.stderr.isatty(),
                           space_tokens=args.space_tokens, split_digits=args.split_digits)

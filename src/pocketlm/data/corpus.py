@@ -37,7 +37,7 @@ from pocketlm.data.sources import SourceSpec
 from pocketlm.data.tokenizer import train_tokenizer
 from pocketlm.errors import UserError
 from pocketlm.utils import cache_dir as pocketlm_cache_dir
-from pocketlm.utils import replace_dir
+from pocketlm.utils import atomic_dir
 
 DEFAULT_SIZE_MB = 4.0
 DEFAULT_VOCAB_SIZE = 4096
@@ -533,22 +533,22 @@ def write_corpus(out_dir: str | os.PathLike, size_mb: float = DEFAULT_SIZE_MB, s
     w = World(seed)
     paths = {}
     for source, share in shares.items():
-        tmp = out / f".{source}.tmp{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        part, size, f = 0, 0, None
-        for doc in generate_documents(source, int(size_mb * share * 1e6), seed, w):
-            if f is None or size >= FILE_BYTES:
+        with atomic_dir(out / source) as tmp:
+            part, size, f = 0, 0, None
+            try:
+                for doc in generate_documents(source, int(size_mb * share * 1e6), seed, w):
+                    if f is None or size >= FILE_BYTES:
+                        if f:
+                            f.close()
+                        f = open(tmp / f"part-{part:05d}.jsonl", "w", encoding="utf-8")
+                        part, size = part + 1, 0
+                    line = json.dumps({"text": doc}, ensure_ascii=False) + "\n"
+                    f.write(line)
+                    size += len(line)
+            finally:
                 if f:
                     f.close()
-                f = open(tmp / f"part-{part:05d}.jsonl", "w", encoding="utf-8")
-                part, size = part + 1, 0
-            line = json.dumps({"text": doc}, ensure_ascii=False) + "\n"
-            f.write(line)
-            size += len(line)
-        if f:
-            f.close()
-        paths[source] = replace_dir(tmp, out / source)
+        paths[source] = out / source
     return paths
 
 

@@ -51,7 +51,7 @@ from pocketlm.data.sources import (DEFAULT_CHUNK_BYTES, SKIP_KINDS, SourceSpec, 
                                    hf_record_batches, load_spec_file, plan_chunks, read_piece)
 from pocketlm.data.tokenizer import load_tokenizer
 from pocketlm.errors import UserError
-from pocketlm.utils import atomic_write_json, atomic_write_text, replace_dir
+from pocketlm.utils import atomic_dir, atomic_write_json, atomic_write_text
 
 FORMAT_VERSION = 1  # bump when the shard layout/splitting changes: invalidates resumable progress
 DEFAULT_SHARD_TOKENS = 1 << 26  # 64Mi tokens: 128 MiB uint16 shards
@@ -275,6 +275,8 @@ def prepare(sources: list[SourceSpec] | str | os.PathLike, tokenizer: Any, out_d
     for name, files in files_of.items():
         if not files:
             raise UserError(f"source {name!r}: no input files found")
+        if all(f.stat().st_size == 0 for f in files):  # before the output dir is touched
+            raise UserError(f"source {name!r} produced no tokens: its input files are empty")
     tok_ref = None
     if isinstance(tokenizer, (str, os.PathLike)):
         tok_ref = str(tokenizer)
@@ -298,11 +300,9 @@ def prepare(sources: list[SourceSpec] | str | os.PathLike, tokenizer: Any, out_d
     tok_dir = out / "tokenizer"
     tok_fp = _fingerprint(tok_json)
     if not (tok_dir / ".fingerprint").is_file() or (tok_dir / ".fingerprint").read_text() != tok_fp:
-        tmp = out / ".tokenizer.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tokenizer.save_pretrained(str(tmp))
-        (tmp / ".fingerprint").write_text(tok_fp)
-        replace_dir(tmp, tok_dir)
+        with atomic_dir(tok_dir) as tmp:
+            tokenizer.save_pretrained(str(tmp))
+            (tmp / ".fingerprint").write_text(tok_fp)
 
     settings = {"format": FORMAT_VERSION, "tokenizer": tok_fp, "dtype": dtype, "val_fraction": val_fraction,
                 "shard_tokens": shard_tokens, "chunk_bytes": chunk_bytes}

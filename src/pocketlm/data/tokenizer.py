@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from collections import Counter
@@ -17,7 +16,7 @@ from typing import Any, Iterable, Iterator
 
 from pocketlm.data.sources import expand_paths, read_texts
 from pocketlm.errors import UserError
-from pocketlm.utils import replace_dir
+from pocketlm.utils import atomic_dir
 
 EOS_TOKEN = "<|endoftext|>"  # eos; also bos and pad
 IM_START = "<|im_start|>"
@@ -146,17 +145,15 @@ def save_tokenizer(tok: Any, out_dir: str | os.PathLike) -> Path:
                                  clean_up_tokenization_spaces=False, model_max_length=1 << 30)
     hf.chat_template = CHAT_TEMPLATE
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    hf.save_pretrained(str(tmp))
-    # Newer transformers put the template in chat_template.jinja; older ones and other tools
-    # (llama.cpp's converter, vLLM) read tokenizer_config.json. Keep it in both.
-    cfg_path = tmp / "tokenizer_config.json"
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    cfg["chat_template"] = CHAT_TEMPLATE
-    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding="utf-8")
-    return replace_dir(tmp, out)
+    with atomic_dir(out) as tmp:
+        hf.save_pretrained(str(tmp))
+        # Newer transformers put the template in chat_template.jinja; older ones and other tools
+        # (llama.cpp's converter, vLLM) read tokenizer_config.json. Keep it in both.
+        cfg_path = tmp / "tokenizer_config.json"
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        cfg["chat_template"] = CHAT_TEMPLATE
+        cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding="utf-8")
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from pocketlm.intent.metrics import evaluate, get_matcher, load_predictions
 from pocketlm.intent.prompt import format_answer, to_sft_records
 from pocketlm.intent.specs import load_droidcall, load_specs, write_droidcall, write_jsonl
 from pocketlm.intent.synth import synthesize
-from pocketlm.utils import print_json
+from pocketlm.utils import check_output, print_json, require_nonempty
 
 USAGE = """\
 pocketlm intent MODEL "TEXT" [--json] [--backend auto|torch|llamacpp]   turn a request into Android intent call(s)
@@ -85,11 +85,11 @@ def _eval_parser():
 
 
 def _cmd_eval(args) -> int:
+    if args.per_sample:
+        check_output(args.per_sample)
     specs = load_specs(args.specs)
-    gold = load_droidcall(args.gold)
+    gold = require_nonempty(load_droidcall(args.gold), args.gold, "samples")
     preds = load_predictions(args.pred)
-    if not gold:
-        raise UserError(f"{args.gold} has no samples")
     if len(preds) != len(gold):
         raise UserError(f"{args.pred} has {len(preds)} predictions but {args.gold} has {len(gold)} samples; "
                         "write one prediction line per gold line, in order")
@@ -147,8 +147,7 @@ def _cmd_data(args) -> int:
         raise UserError("--multi-fraction must be in [0, 1]")
     if args.candidates < 1:
         raise UserError("--candidates must be >= 1")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UserError(f"--out {args.out} exists and is not a directory")
+    check_output(args.out, directory=True)
     specs = load_specs()
     train = synthesize(args.train, args.seed, "train", args.multi_fraction)
     test = synthesize(args.test, args.seed, "test", args.multi_fraction)
@@ -264,8 +263,9 @@ def _predict_parser():
 
 
 def _cmd_predict(args) -> int:
+    check_output(args.out)
     specs = load_specs()
-    samples = load_droidcall(args.data)[: args.limit]
+    samples = require_nonempty(load_droidcall(args.data), args.data, "samples")[: args.limit]
     runner = load_runner(args.model, args.backend, args.tokenizer)
     _prompt_settings(args, runner)
     preds = predict(runner, samples, specs, args.seed, args.candidates,

@@ -20,7 +20,7 @@ from pocketlm.errors import UserError
 from pocketlm.model.config import ModelConfig
 from pocketlm.model.decoder import PocketLM
 from pocketlm.model.presets import resolve_config
-from pocketlm.utils import replace_dir, share_file, temp_dir_beside
+from pocketlm.utils import atomic_dir, share_file
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.json", "merges.txt", "chat_template.jinja", "tokenizer.model",
@@ -54,8 +54,7 @@ def save_checkpoint(model: PocketLM, out_dir: str | os.PathLike, tokenizer: Any 
     `save_pretrained` (a transformers tokenizer).
     """
     out = Path(out_dir)
-    tmp = temp_dir_beside(out)
-    try:
+    with atomic_dir(out) as tmp:
         cfg = model.config
         hf = cfg.to_hf_dict()
         sd = model.hf_state_dict()
@@ -76,10 +75,6 @@ def save_checkpoint(model: PocketLM, out_dir: str | os.PathLike, tokenizer: Any 
                 tokenizer.save_pretrained(str(tmp))
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

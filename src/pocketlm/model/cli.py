@@ -12,7 +12,7 @@ from pocketlm.model.checkpoint import parse_dtype, save_checkpoint
 from pocketlm.model.decoder import PocketLM
 from pocketlm.model.importer import IMPORT_DTYPES, import_model, list_bases
 from pocketlm.model.presets import PRESETS, resolve_config
-from pocketlm.utils import print_json
+from pocketlm.utils import check_output, print_json
 
 
 def _mb(n: float) -> str:
@@ -86,6 +86,7 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> None:
+    check_output(args.out, directory=True)
     cfg = resolve_config(args.model)
     dtype = parse_dtype(args.dtype)
     if args.tokenizer and not Path(args.tokenizer).is_dir():
@@ -100,6 +101,7 @@ def cmd_init(args: argparse.Namespace) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> None:
+    check_output(args.out, directory=True)
     t0 = time.perf_counter()
     out = import_model(args.src, args.out, dtype=args.dtype)
     cfg = resolve_config(str(out))

@@ -10,7 +10,7 @@ from pocketlm.errors import UserError
 from pocketlm.runtime import bench
 from pocketlm.runtime.engine import BACKENDS, GenerationResult, load_runtime
 from pocketlm.runtime.gguf import QUANTS, export_gguf, read_gguf
-from pocketlm.utils import print_json
+from pocketlm.utils import check_output, print_json
 
 
 def register(subparsers) -> None:
@@ -112,6 +112,7 @@ def _register_export(subparsers) -> None:
 
 
 def _cli_export(args) -> int:
+    check_output(args.out)
     t0 = time.perf_counter()
     out = export_gguf(args.model, args.out, quant=args.quant, tokenizer_dir=args.tokenizer, seed=args.seed,
                       progress=not args.json)
@@ -159,8 +160,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.quant is not None and not quants:
         raise UserError("--quant needs at least one precision")
     out_dir = Path(args.out or Path("runs") / "bench" / time.strftime("%Y%m%d-%H%M%S"))
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} exists and is not a directory")
+    check_output(out_dir, directory=True)
     log = (lambda *a, **k: None) if args.json else print
     results = bench.run_bench(args.models, backend=args.backend, quants=quants, contexts=contexts,
                               decode_tokens=args.decode_tokens, repeats=args.repeats, warmup=args.warmup,

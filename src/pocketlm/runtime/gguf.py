@@ -385,6 +385,7 @@ def _write(writer, cfg: ModelConfig, plan: list, types: list[str], qtypes: dict,
     """Metadata, tensor infos and tensor data (random or from `get`), streamed one tensor at a time."""
     import gguf
 
+    bar = None
     try:
         writer.add_name(cfg.name)
         writer.add_context_length(cfg.max_position_embeddings)
@@ -439,9 +440,9 @@ def _write(writer, cfg: ModelConfig, plan: list, types: list[str], qtypes: dict,
             writer.write_tensor_data(data)
             if bar:
                 bar.update(1)
-        if bar:
-            bar.close()
     finally:
+        if bar:  # before an error is printed: the message then starts on a line of its own
+            bar.close()
         writer.close()
 
 

@@ -4,7 +4,6 @@ handlers and the summaries they print."""
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from pocketlm.search.report import shape_text
 from pocketlm.search.search import run_search
 from pocketlm.search.settings import BACKENDS, OBJECTIVES, SUBSTITUTE, SearchSettings
 from pocketlm.search.space import BUDGET_KINDS, format_count, parse_budget
-from pocketlm.utils import print_json
+from pocketlm.utils import check_output, print_json
 
 
 def register(subparsers) -> None:
@@ -86,6 +85,7 @@ def cmd_search(args) -> int:
         max_measure=args.max_measure, time_budget=args.time_budget, repeats=args.repeats,
         finalists=args.finalists, final_rounds=args.final_rounds, seed=args.seed)
     settings.constraints()  # validate flags before touching anything
+    check_output(out, directory=True)
     if args.backend == "llamacpp":
         try:
             import llama_cpp  # noqa: F401
@@ -95,16 +95,9 @@ def cmd_search(args) -> int:
     if args.fresh:
         _fresh(out)
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
-
-    def _term(signum, frame):  # `kill` behaves like Ctrl-C: exported GGUFs are cleaned up, cache kept
-        raise KeyboardInterrupt
-
-    # restored afterwards: a leaked handler turns SIGTERM into KeyboardInterrupt in every later fork
-    previous = signal.signal(signal.SIGTERM, _term)
-    try:
-        summary = run_search(settings, progress=not args.no_progress, log=log)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    # `kill` behaves like Ctrl-C (pocketlm.cli.main turns SIGTERM into an interrupt): exported GGUFs are
+    # cleaned up, the measurement cache is kept
+    summary = run_search(settings, progress=not args.no_progress, log=log)
     if args.json:
         print_json(summary)
     else:
@@ -200,6 +193,7 @@ def _load_results(paths: list[str]) -> tuple[list[dict], dict]:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    check_output(args.out)
     records, meta = _load_results(args.results)
     machine = meta.get("machine") or {}
     prof = fit_profile(records, args.name or Path(args.out).stem, bandwidth_gbs=meta.get("bandwidth_gbs"),
@@ -247,6 +241,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    check_output(args.out)
     data = read_structured_file(args.llama_bench_json)
     configs = parse_model_configs(args.model_config, data)
     base = DeviceProfile.load(args.base) if args.base else None

@@ -42,6 +42,7 @@ from pocketlm.search.settings import (BASELINE_WINDOW, METRICS, OBJECTIVES, Meas
 from pocketlm.search.space import SearchSpace, enumerate_space, features
 from pocketlm.search.store import ResultStore
 from pocketlm.search.units import Unit, baseline_units, candidate_units
+from pocketlm.utils import os_error_of
 
 
 class Search:
@@ -125,6 +126,8 @@ class Search:
         except (KeyboardInterrupt, UserError):
             raise
         except Exception as e:  # noqa: BLE001 - one shape the engine chokes on must not end the search
+            if os_error_of(e) is not None:  # a full disk is not the shape's fault: stop, cache no failure
+                raise
             rec["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         rec["wall_s"] = round(time.perf_counter() - t0, 3)
         rec["time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -463,7 +466,6 @@ def run_search(settings: SearchSettings, measure_fn: MeasureFn | None = None, pr
     search = Search(settings, measure_fn=measure_fn, progress=progress, log=log)
     try:
         return search.run()
-    except KeyboardInterrupt:
-        (log or print)(f"interrupted: {search.new_measurements} new measurements are saved in "
-                       f"{settings.out / 'results.jsonl'}; rerun the same command to resume")
-        raise
+    except KeyboardInterrupt as e:  # one line (pocketlm.cli prints it) says what is kept
+        raise type(e)(f"{search.new_measurements} new measurements are saved in "
+                      f"{settings.out / 'results.jsonl'}; rerun the same command to resume") from None

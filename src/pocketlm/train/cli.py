@@ -17,7 +17,7 @@ from pocketlm.model.checkpoint import is_checkpoint_dir
 from pocketlm.train import finetune, pretrain
 from pocketlm.train.lora import merge_adapter
 from pocketlm.train.recipe import OverrideParser, TrainArgs, apply_overrides
-from pocketlm.utils import print_json
+from pocketlm.utils import check_output, print_json
 
 
 def register(sub) -> None:
@@ -57,6 +57,7 @@ def _run_recipe(recipe: TrainArgs, overrides: list[str], run: Callable[[TrainArg
     if ns.dry_run:
         print_json({"out": str(out), "recipe": recipe.to_dict()})
         return 0
+    check_output(out, directory=True)
     run(recipe, out)
     return 0
 
@@ -79,6 +80,7 @@ def _cmd_merge(argv: list[str]) -> int:
     p.add_argument("--base", help="base checkpoint (default: the adapter's base_model_name_or_path)")
     p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     a = p.parse_args(argv)
+    check_output(a.out, directory=True)
     base = a.base
     if base is None:
         cfg_path = Path(a.adapter) / "adapter_config.json"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from pocketlm.model.checkpoint import has_tokenizer, load_checkpoint, parse_dtyp
 from pocketlm.train.sft import save_chat_checkpoint, save_chat_tokenizer
 from pocketlm.train.distributed import unwrap_model
 from pocketlm.train.trainer import load_model_safetensors, save_model_safetensors
-from pocketlm.utils import replace_dir, share_file, temp_dir_beside
+from pocketlm.utils import atomic_dir, share_file
 
 LORA_SHORT = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj",
               "gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
@@ -70,8 +69,7 @@ def save_adapter(peft_model, out_dir: str | os.PathLike, base: str | None = None
     """adapter_config.json (task_type CAUSAL_LM, for transformers+peft users) + adapter_model.safetensors
     (+ tokenizer files), written atomically."""
     out = Path(out_dir)
-    tmp = temp_dir_beside(out)
-    try:
+    with atomic_dir(out) as tmp:
         peft_model.save_pretrained(str(tmp))
         share_file(tmp / "adapter_model.safetensors")
         cfg_path = tmp / "adapter_config.json"
@@ -82,10 +80,6 @@ def save_adapter(peft_model, out_dir: str | os.PathLike, base: str | None = None
         (tmp / "README.md").unlink(missing_ok=True)
         if tokenizer is not None:
             save_chat_tokenizer(tokenizer, tmp)
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

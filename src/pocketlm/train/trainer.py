@@ -66,7 +66,7 @@ from pocketlm.train.distributed import (DistInfo, all_reduce_sum, barrier, full_
                                         full_optimizer_state_dict, load_full_optimizer_state_dict,
                                         load_full_model_state_dict, wrap_model)
 from pocketlm.train.metrics import MetricsLogger
-from pocketlm.utils import replace_dir
+from pocketlm.utils import os_error_at, replace_dir
 
 IGNORE_INDEX = -100
 CHECKPOINT_PREFIX = "step_"
@@ -259,6 +259,13 @@ def list_checkpoints(ckpt_root: str | os.PathLike) -> list[Path]:
     found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)
              and (p / "trainer_state.pt").is_file()]
     return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    # through a Python file: a failed write (ENOSPC) then stays visible as the OSError behind torch's
+    # RuntimeError, which the CLI reports as one line
+    with open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def save_model_safetensors(state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
@@ -467,15 +474,24 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         barrier(self.dist)
-        self.save_model_fn(self.wrapped, tmp, self.dist)  # collective under FSDP
-        opt_state = full_optimizer_state_dict(self.wrapped, self.optimizer, self.dist)
+        try:
+            self.save_model_fn(self.wrapped, tmp, self.dist)  # collective under FSDP
+            opt_state = full_optimizer_state_dict(self.wrapped, self.optimizer, self.dist)
+            if self.dist.is_main:
+                _torch_save(opt_state, tmp / "optimizer.pt")
+                _torch_save({"step": self.step, "tokens_seen": self.tokens_seen, "last_eval": self.last_eval,
+                             "data": self.batches.state_dict(), "rng": rng_state(),
+                             "world_size": self.dist.world_size, "config": asdict(self.cfg)},
+                            tmp / "trainer_state.pt")
+                replace_dir(tmp, final)
+        except BaseException as e:  # a full disk or Ctrl-C: the previous checkpoints stay, the partial one goes
+            named = os_error_at(e, final)
+            if self.dist.is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if named is not None:
+                raise named from e
+            raise
         if self.dist.is_main:
-            torch.save(opt_state, tmp / "optimizer.pt")
-            torch.save({"step": self.step, "tokens_seen": self.tokens_seen, "last_eval": self.last_eval,
-                        "data": self.batches.state_dict(), "rng": rng_state(),
-                        "world_size": self.dist.world_size, "config": asdict(self.cfg)},
-                       tmp / "trainer_state.pt")
-            replace_dir(tmp, final)
             for old in list_checkpoints(self.ckpt_root)[:-max(self.cfg.keep_last, 1)]:
                 shutil.rmtree(old, ignore_errors=True)
         barrier(self.dist)
