@@ -21,6 +21,7 @@ server-side and answered as a generic 500).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -142,13 +143,16 @@ def generation_job(served: Served, encode: Callable[[], list[int]], requested: i
     def run(job: Job) -> None:
         ids = encode()
         max_new = served.room(len(ids), requested)
-        job.emit(len(ids))
-        for r in served.rt.stream_generate(ids, max_new, temperature, top_p=top_p,
+        stream = served.rt.stream_generate(ids, max_new, temperature, top_p=top_p,
                                            seed=seed if seed is not None else secrets.randbits(31),
-                                           stop_ids=stop_ids):
-            job.emit(r)
+                                           stop_ids=stop_ids)
+        first = next(stream)  # the prefill: its errors still get a status code, not a broken stream
+        job.emit(len(ids))
+        job.emit(first)
+        for r in stream:
             if job.cancelled.is_set():
                 return
+            job.emit(r)
     return run
 
 
@@ -189,7 +193,12 @@ async def text_events(job: Job, results: AsyncIterator, stops: list[str]) -> Asy
 def create_app(runner: Runner, name: str, api_key: str | None = None, queue_size: int = 16,
                max_body_bytes: int = 8 << 20) -> FastAPI:
     served = Served(runner, name, queue_size)
-    app = FastAPI(title="pocketlm", docs_url=None, redoc_url=None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        served.worker.close()
+    app = FastAPI(title="pocketlm", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.served = served
     _install_error_handlers(app)
 
@@ -261,10 +270,6 @@ def create_app(runner: Runner, name: str, api_key: str | None = None, queue_size
     app.include_router(api)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-
-    @app.on_event("shutdown")
-    async def stop_worker():
-        served.worker.close()
     return app
 
 
