@@ -27,40 +27,8 @@ from pocketlm.intent.infer import load_runner  # noqa: E402
 from pocketlm.serve import create_app  # noqa: E402
 from test_json_outputs import DOCUMENTED, check  # noqa: E402
 
-DOC_TEXT = "The quick brown fox jumps over the lazy dog. Foxes are small omnivores."
-DOC_SUMMARY = "Foxes are small omnivores."
+from conftest import DOC_SUMMARY, DOC_TEXT  # noqa: E402
 SRC = Path(__file__).resolve().parents[1] / "src"
-
-
-def overfit_doc_checkpoint(tiny_ckpt, out: Path) -> Path:
-    """tiny_ckpt trained for a few steps to answer DOC_TEXT's summarization with DOC_SUMMARY."""
-    import torch
-
-    from pocketlm.documents.assist import stream_assist
-    from pocketlm.documents.prompt import format_answer
-    from pocketlm.model.checkpoint import load_checkpoint, load_tokenizer, save_checkpoint
-    from pocketlm.runtime.engine import TorchRuntime
-
-    torch.manual_seed(0)
-    model, tok = load_checkpoint(tiny_ckpt), load_tokenizer(tiny_ckpt)
-    rt = TorchRuntime(model, 4096, 2, tok)
-    prompt = rt.encode_messages(stream_assist(rt, DOC_TEXT, "summarization").messages)
-    answer = tok.encode(format_answer("summarization", DOC_SUMMARY), add_special_tokens=False)
-    ids = torch.tensor([prompt + answer + rt.end_of_turn_ids()[-1:]])
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(80):
-        logits = model(ids[:, :-1])
-        loss = torch.nn.functional.cross_entropy(logits[0, len(prompt) - 1:], ids[0, len(prompt):])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return save_checkpoint(model.eval(), out, tokenizer=tiny_ckpt)
-
-
-@pytest.fixture(scope="session")
-def doc_ckpt(tiny_ckpt, tmp_path_factory):
-    return overfit_doc_checkpoint(tiny_ckpt, tmp_path_factory.mktemp("serve") / "doc-ckpt")
 
 
 class ThreadServer:
