@@ -114,7 +114,10 @@ def test_models_list(client):
 
 
 def test_chat_non_streaming_matches_the_engine(client, server):
+    before = server.wait_idle()
     r = client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=8, temperature=0)
+    after = server.wait_idle()
+    assert (after["completed"], after["cancelled"]) == (before["completed"] + 1, before["cancelled"])
     rt = server.runner.runtime
     expected = rt.generate(HELLO, 8)
     assert r.choices[0].message.role == "assistant"

@@ -174,6 +174,7 @@ async def text_events(job: Job, results: AsyncIterator, stops: list[str]) -> Asy
     """(text delta, finish reason or None, completion tokens so far), cut at stop strings; cancels the
     job when the consumer stops early (stop string, disconnect, error)."""
     matcher = StopMatcher(stops)
+    ended = False  # the engine finished on its own: nothing to cancel
     try:
         async for r in results:
             r: GenerationResponse
@@ -182,12 +183,14 @@ async def text_events(job: Job, results: AsyncIterator, stops: list[str]) -> Asy
                 yield text, "stop", r.generation_tokens
                 return
             if r.finish_reason is not None:
+                ended = True
                 yield text + matcher.flush(), r.finish_reason, r.generation_tokens
                 return
             if text:
                 yield text, None, r.generation_tokens
     finally:
-        job.cancel()
+        if not ended:
+            job.cancel()
 
 
 def create_app(runner: Runner, name: str, api_key: str | None = None, queue_size: int = 16,
