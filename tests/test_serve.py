@@ -430,3 +430,13 @@ def test_non_streaming_client_that_leaves_cancels(server, monkeypatch):
                    json={"messages": HELLO, "max_tokens": 3000, "temperature": 0})
     after = server.wait_idle(timeout=10)  # 3000 slow tokens would take a minute
     assert not after["running"] and after["cancelled"] == before["cancelled"] + 1
+
+
+def test_messages_the_template_rejects_are_400(server, monkeypatch):
+    import jinja2
+
+    def reject(messages):
+        raise jinja2.TemplateError("Conversation roles must alternate user/assistant")
+    monkeypatch.setattr(server.runner.runtime, "encode_messages", reject)
+    r = httpx.post(server.url + "/v1/chat/completions", json={"messages": HELLO, "max_tokens": 2}, timeout=60)
+    assert "roles must alternate" in assert_error(r, 400)["message"]

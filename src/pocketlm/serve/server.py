@@ -141,7 +141,13 @@ def generation_job(served: Served, encode: Callable[[], list[int]], requested: i
                    top_p: float, seed: int | None, stop_ids: list[int]) -> Callable[[Job], None]:
     """A worker job: encode, emit the prompt length, then stream tokens until done or cancelled."""
     def run(job: Job) -> None:
-        ids = encode()
+        try:
+            ids = encode()
+        except UserError:
+            raise
+        except Exception as e:  # e.g. a chat template that rejects these roles: the request's fault
+            raise ApiError(400, f"the model's chat template cannot render these messages: {e}",
+                           param="messages") from None
         max_new = served.room(len(ids), requested)
         stream = served.rt.stream_generate(ids, max_new, temperature, top_p=top_p,
                                            seed=seed if seed is not None else secrets.randbits(31),
