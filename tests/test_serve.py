@@ -440,3 +440,19 @@ def test_messages_the_template_rejects_are_400(server, monkeypatch):
     monkeypatch.setattr(server.runner.runtime, "encode_messages", reject)
     r = httpx.post(server.url + "/v1/chat/completions", json={"messages": HELLO, "max_tokens": 2}, timeout=60)
     assert "roles must alternate" in assert_error(r, 400)["message"]
+
+
+def test_a_gguf_is_served_on_llama_cpp(tiny_ckpt, tmp_path):
+    """The default backend for a .gguf: the same routes on llama.cpp, greedy text equal to the engine's."""
+    from pocketlm.runtime.gguf import export_gguf
+
+    gguf = export_gguf(tiny_ckpt, tmp_path / "tiny.gguf", quant="f16")
+    with serve_in_thread(gguf) as s:
+        assert s.runner.backend == "llamacpp"
+        client = openai.OpenAI(base_url=s.url + "/v1", api_key="x", max_retries=0, timeout=120)
+        assert client.models.list().data[0].id == "tiny"
+        r = client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=6, temperature=0)
+        assert r.choices[0].message.content == s.runner.runtime.generate(HELLO, 6).text
+        chunks = client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=6, temperature=0,
+                                                stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == r.choices[0].message.content
