@@ -297,7 +297,7 @@ def test_teacher_calls_are_retried_with_backoff_then_fail():
 # ----------------------------------------------------------------------------- pocketlm doc on the engine
 
 @pytest.mark.slow  # tiny_ckpt trains a tokenizer
-def test_assist_streams_on_torch_and_llamacpp(tiny_ckpt, tmp_path):
+def test_assist_streams_on_torch_and_llamacpp(tiny_ckpt, tmp_path, run_cli):
     from pocketlm.runtime.engine import load_runtime
     from pocketlm.runtime.gguf import export_gguf
 
@@ -312,16 +312,28 @@ def test_assist_streams_on_torch_and_llamacpp(tiny_ckpt, tmp_path):
             r = run_assist(rt, DOC_TEXT, "summarization", max_new_tokens=5)
             assert tuple(r) == ASSIST_KEYS and r["ttft_s"] > 0 and r["prefill_tok_s"] > 0
             assert r["doc_tokens"] > 30 and r["truncated"] is False
+    (tmp_path / "a.txt").write_text(DOC_TEXT)
+    code, out, err = run_cli("doc", gguf, tmp_path / "a.txt", "--summarize", "--json", "--backend", "llamacpp",
+                             "--max-new-tokens", 2)
+    assert code == 0, err
+    assert json.loads(out)["doc_tokens"] > 30
+    code, _, err = run_cli("doc", gguf, tmp_path / "a.txt", "--summarize", "--backend", "torch")
+    assert code == 2 and "can't run a GGUF" in err
 
 
 @pytest.mark.slow
-def test_truncation_keeps_a_prefix_within_the_budget(tiny_ckpt):
+def test_truncation_keeps_a_prefix_within_the_budget(tiny_ckpt, tmp_path, run_cli):
     from pocketlm.model.checkpoint import load_tokenizer
 
     tok = load_tokenizer(tiny_ckpt)
     text, n, cut = truncate_document(DOC_TEXT, tok, 40)
     assert cut and n <= 40 and DOC_TEXT.startswith(text) and len(text) < len(DOC_TEXT)
     assert len(tok.encode(text, add_special_tokens=False)) == n
+    code, _, err = run_cli("doc", "corpus", "--out", tmp_path / "c", "--count", 3, "--tokenizer", tiny_ckpt,
+                           "--min-tokens", 200, "--max-tokens", 300)
+    assert code == 0, err
+    counts = [len(tok.encode(f.read_text().strip(), add_special_tokens=False)) for f in (tmp_path / "c").glob("*.txt")]
+    assert len(counts) == 3 and all(150 <= n <= 300 for n in counts), counts  # the tiny tokenizer's own counts
     assert truncate_document(DOC_TEXT, tok, 10_000)[1:] == (len(tok.encode(DOC_TEXT, add_special_tokens=False)),
                                                            False)
 
