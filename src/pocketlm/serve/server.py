@@ -166,7 +166,8 @@ async def start(served: Served, request: Request, fn: Callable[[Job], None]) -> 
     """Queue a job, watch for the client leaving, and wait for its first result (errors surface here,
     before any response is sent)."""
     job = served.worker.submit(fn)
-    asyncio.get_running_loop().create_task(job.watch(request.is_disconnected))
+    # held on the job: the loop keeps only weak references to tasks
+    job.watcher = asyncio.get_running_loop().create_task(job.watch(request.is_disconnected))
     results = job.results()
     try:
         first = await anext(results)

@@ -36,6 +36,7 @@ class Job:
         self.loop = loop
         self.cancelled = threading.Event()
         self.finished = False
+        self.watcher: asyncio.Task | None = None  # the disconnect watch (see `watch`)
         self._items: asyncio.Queue = asyncio.Queue()
 
     def emit(self, item: Any) -> None:
