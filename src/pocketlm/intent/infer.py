@@ -69,15 +69,17 @@ class Runner:
         self.runtime.close()
 
 
-def load_runner(model: str, backend: str = "auto", tokenizer_dir: str | None = None) -> Runner:
+def load_runner(model: str, backend: str = "auto", tokenizer_dir: str | None = None,
+                n_ctx: int | None = None) -> Runner:
     """``auto``: a .gguf file → llama.cpp, anything else → our PyTorch model. ``tokenizer_dir``: the
-    checkpoint a GGUF came from (its tokenizer and intent.json; by default the GGUF's own)."""
+    checkpoint a GGUF came from (its tokenizer and intent.json; by default the GGUF's own). ``n_ctx``: the
+    runtime context (None: the model's maximum)."""
     if backend == "auto":
         backend = "llamacpp" if str(model).endswith(".gguf") else "torch"
     if backend == "torch":
         if not os.path.isdir(model) or not is_checkpoint_dir(model):
             raise UserError(f"{model} is not a pocketlm checkpoint directory")
-        rt = load_runtime(model, backend="torch", n_ctx=None)
+        rt = load_runtime(model, backend="torch", n_ctx=n_ctx)
         if rt.tokenizer is None:
             raise UserError(f"checkpoint {model} has no tokenizer (save it with save_checkpoint(tokenizer=...))")
         if not getattr(rt.tokenizer, "chat_template", None):
@@ -86,7 +88,7 @@ def load_runner(model: str, backend: str = "auto", tokenizer_dir: str | None = N
     if backend == "llamacpp":
         if not os.path.isfile(model):
             raise UserError(f"GGUF file not found: {model}")
-        rt = load_runtime(model, backend="llamacpp", n_ctx=None, tokenizer=tokenizer_dir)
+        rt = load_runtime(model, backend="llamacpp", n_ctx=n_ctx, tokenizer=tokenizer_dir)
         # an exported intent model carries its intent.json inside the GGUF (pocketlm.runtime.gguf)
         meta = load_intent_meta(tokenizer_dir) if tokenizer_dir else \
             parse_intent_meta(read_gguf(model)["files"].get(INTENT_META))
