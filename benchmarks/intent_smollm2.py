@@ -34,6 +34,7 @@ from pocketlm.model.importer import imported_base
 from pocketlm.runtime.gguf import export_gguf
 from pocketlm.runtime.hardware import machine_info
 from pocketlm.train.finetune import load_recipe, run_finetune
+from pocketlm.utils import atomic_write_text
 
 TARGETS = {"accuracy": 0.85, "soft_accuracy": 0.93, "finetune_minutes": 45.0, "quant_loss_points": 2.0,
            "median_s_per_request": 1.0, "grammar_overhead": 0.20}
@@ -69,6 +70,19 @@ def score_model(model: str, test: list, specs: dict, matcher, *, tokenizer_dir: 
             "median_s_per_request": statistics.median(seconds), "median_s_per_token": statistics.median(per_token)}
 
 
+def cached_row(cache: Path, name: str, compute) -> dict:
+    """A row's result, reused from an earlier (killed or partial) run of the same settings."""
+    path = cache / f"{name}.json"
+    if path.is_file():
+        print(f"{name}: reusing {path}", flush=True)
+        return json.loads(path.read_text())
+    print(f"{name} ...", flush=True)
+    row = compute()
+    cache.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(row))
+    return row
+
+
 def finetune(run: Path, quick: bool) -> tuple[Path, float]:
     """The fine-tuned checkpoint and its fine-tuning minutes (from the run's summary when it exists)."""
     summary = run / "summary.json"
@@ -87,6 +101,7 @@ def main() -> int:
     ap.add_argument("--n-test", type=int, default=200)
     ap.add_argument("--grammar-n", type=int, default=40, help="requests for the grammar-overhead row")
     ap.add_argument("--quick", action="store_true", help="smoke run: 3 fine-tune steps, 4 requests")
+    ap.add_argument("--base-only", action="store_true", help="score only the zero-shot base (cached for later)")
     args = ap.parse_args()
     n_test = 4 if args.quick else args.n_test
     matcher = get_matcher("embedding", quiet=True)
@@ -94,27 +109,29 @@ def main() -> int:
     specs = load_specs()
     test = synthesize(n_test, seed=1, split="test")  # the intent-tiny benchmark's held-out split
     t0 = time.perf_counter()
-    final, ft_minutes = finetune(Path(args.run), args.quick)
-    meta = json.loads((final / "intent.json").read_text())
-    kw = dict(doc_style=meta["doc_style"], k=meta["candidates"])
-
+    run = Path(args.run)
+    cache = run / f"bench-n{n_test}"
     rows: dict[str, dict] = {}
-    print("zero-shot base ...", flush=True)
-    rows["zero-shot base (torch)"] = score_model(str(imported_base("smollm2-135m-instruct")), test, specs, matcher,
-                                                 label="base", **kw)
-    print("fine-tuned (torch) ...", flush=True)
-    rows["intent-smollm2 (torch)"] = score_model(str(final), test, specs, matcher, label="torch", **kw)
+    recipe = load_recipe("intent-smollm2")
+    kw = dict(doc_style=recipe.doc_style, k=recipe.candidates)  # the prompts the fine-tune is trained on
+    base = str(imported_base(recipe.base))
+    rows["zero-shot base (torch)"] = cached_row(cache, "base", lambda: score_model(
+        base, test, specs, matcher, label="base", **kw))
+    if args.base_only:  # e.g. while the fine-tune still runs
+        return 0
+    final, ft_minutes = finetune(run, args.quick)
+    rows["intent-smollm2 (torch)"] = cached_row(cache, "torch", lambda: score_model(
+        str(final), test, specs, matcher, label="torch", **kw))
     ggufs = {}
     for quant in ("q8_0", "q4_0"):
-        ggufs[quant] = export_gguf(final, Path(args.run) / f"intent-smollm2-{quant}.gguf", quant=quant)
-        print(f"{quant} GGUF on llama.cpp ...", flush=True)
-        rows[f"intent-smollm2 {quant.upper()} (llama.cpp)"] = score_model(
-            str(ggufs[quant]), test, specs, matcher, label=quant, **kw)
+        ggufs[quant] = run / f"intent-smollm2-{quant}.gguf"
+        if not ggufs[quant].is_file():
+            export_gguf(final, ggufs[quant], quant=quant)
+        rows[f"intent-smollm2 {quant.upper()} (llama.cpp)"] = cached_row(cache, quant, lambda: score_model(
+            str(ggufs[quant]), test, specs, matcher, label=quant, **kw))
     few = test[:min(args.grammar_n, len(test))]
-    free = score_model(str(ggufs["q4_0"]), few, specs, matcher, constrain=False,
-                       label="q4_0 free", **kw)
-    constrained = score_model(str(ggufs["q4_0"]), few, specs, matcher,
-                              label="q4_0 constrained", **kw)
+    free = score_model(str(ggufs["q4_0"]), few, specs, matcher, constrain=False, label="q4_0 free", **kw)
+    constrained = score_model(str(ggufs["q4_0"]), few, specs, matcher, label="q4_0 constrained", **kw)
     overhead = constrained["median_s_per_token"] / free["median_s_per_token"] - 1
 
     torch_row, q8, q4 = (rows["intent-smollm2 (torch)"], rows["intent-smollm2 Q8_0 (llama.cpp)"],
