@@ -146,7 +146,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: a few documents and steps, numbers meaningless")
     args = ap.parse_args()
     if args.quick:
-        args.train_docs, args.test_docs, args.max_tokens, args.max_steps, args.max_new_tokens = 3, 2, 400, 2, 24
+        args.train_docs, args.test_docs, args.max_steps, args.max_new_tokens = 2, 1, 1, 16
+        args.min_tokens, args.max_tokens = 100, 200
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_wall, t_cpu = time.perf_counter(), cpu_seconds()

@@ -54,6 +54,17 @@ def _pdf_bytes(text: str) -> bytes:
     return out + b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
 
 
+def _zip_bytes(files: dict[str, str]) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    return buf.getvalue()
+
+
 PAGE = """<!DOCTYPE html><html><head><title>River towns</title><style>body{color:red}</style>
 <script>var tracking = "SCRIPTTEXT";</script></head><body>
 <header><div class="logo">HEADERTEXT</div></header>
@@ -110,6 +121,7 @@ def test_html_main_text_only(tmp_path):
     ("fake.pdf", b"hello, not a pdf", "not a PDF"),
     ("broken.pdf", b"%PDF-1.4\n garbage garbage", "not a readable PDF"),
     ("fake.docx", b"PK\x03\x04 not really a zip", "not a readable .docx"),
+    ("other.docx", _zip_bytes({"x.txt": "a zip, but not a Word document"}), "not a readable .docx"),
     ("tags.html", b"<html><body><script>x()</script></body></html>", "has no text"),
     ("image.png", b"\x89PNG\r\n", "unsupported document type"),
 ])

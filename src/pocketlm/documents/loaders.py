@@ -99,7 +99,6 @@ def _pdf_text(p: Path, data: bytes) -> str:
     import io
 
     from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
 
     if not data.startswith(b"%PDF"):
         raise UserError(f"{p} is not a PDF file (no %PDF header)")
@@ -110,13 +109,12 @@ def _pdf_text(p: Path, data: bytes) -> str:
         return "\n\n".join((page.extract_text() or "").strip() for page in reader.pages)
     except UserError:
         raise
-    except (PyPdfError, ValueError, KeyError, TypeError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 -- pypdf raises many types on damaged files; all mean "unreadable"
         raise UserError(f"{p} is not a readable PDF ({type(e).__name__}: {str(e)[:80]})") from None
 
 
 def _docx_text(p: Path, data: bytes) -> str:
     import io
-    import zipfile
 
     import docx
 
@@ -124,7 +122,7 @@ def _docx_text(p: Path, data: bytes) -> str:
         raise UserError(f"{p} is not a .docx file (not a zip archive)")
     try:
         document = docx.Document(io.BytesIO(data))
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 -- python-docx raises many types on damaged files; all mean "unreadable"
         raise UserError(f"{p} is not a readable .docx ({type(e).__name__}: {str(e)[:80]})") from None
     parts = [para.text for para in document.paragraphs]
     for table in document.tables:  # tables are not in .paragraphs
