@@ -22,6 +22,8 @@ STAGE_MODULES = (
     "pocketlm.intent.cli",        # intent, intent eval, intent data
     "pocketlm.runtime.cli",       # generate, export, bench
     "pocketlm.search.cli",        # latency fit / predict / calibrate; search
+    "pocketlm.eval.cli",          # eval, report
+    "pocketlm.pipeline.cli",      # pipeline
 )
 
 
