@@ -57,6 +57,9 @@ def all_long_flags() -> set[tuple[str, str]]:
     for form in ("eval", "data", "predict"):
         flags |= {(f"intent {form}", f) for f in _usage_flags(_cli_help("intent", form))}
     flags |= {("intent", f) for f in _usage_flags(_cli_help("intent", "run"))}
+    for form in ("data", "eval", "predict", "corpus"):
+        flags |= {(f"doc {form}", f) for f in _usage_flags(_cli_help("doc", form))}
+    flags |= {("doc", f) for f in _usage_flags(_cli_help("doc", "run"))}
     # recipe verbs: their own flags (--out, --dry-run); each recipe field is a generic --FIELD override
     for verb, recipe in (("pretrain", "tiny"), ("finetune", "instruct-tiny")):
         options = _cli_help(verb, recipe).split("recipe fields")[0]
@@ -82,6 +85,7 @@ def test_every_long_flag_is_covered():
     flags = all_long_flags()
     assert len(flags) > 100 and ("search", "--objective") in flags and ("intent", "--unconstrained") in flags
     assert ("pretrain", "--dry-run") in flags and ("intent eval", "--per-sample") in flags
+    assert ("doc data", "--teacher-mode") in flags and ("doc", "--max-doc-tokens") in flags
     files = {p.name: _test_strings(p) for p in TESTS.glob("test_*.py")}
     missing = sorted((verb, flag) for verb, flag in flags - set(CANNOT_RUN_HERE)
                      if not any(flag in s and verb.split()[0] in s for s in files.values()))

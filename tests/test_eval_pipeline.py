@@ -50,6 +50,26 @@ def test_eval_gguf_matches_the_checkpoint(run_cli, tmp_path, tiny_ckpt):
     assert code == 2 and "--tokenizer" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # tiny checkpoint answers DocAssist requests on the engine
+def test_eval_docassist_with_gold_records(run_cli, tmp_path, tiny_ckpt):
+    gold = tmp_path / "eval.jsonl"
+    doc = "The council approved a plan to plant four thousand trees along the main roads over five years."
+    records = [{"doc_id": "d1", "task": "summarization", "request": "Summarize.", "question": None,
+                "n_questions": None, "document": doc, "response": "The council will plant 4,000 trees."},
+               {"doc_id": "d1", "task": "question_answering", "request": "How many trees?",
+                "question": "How many trees?", "n_questions": None, "document": doc, "response": "Four thousand."},
+               {"doc_id": "d1", "task": "summarization", "request": "Summarize.", "question": None,
+                "n_questions": None, "document": doc, "response": "Trees."}]
+    gold.write_text("".join(json.dumps(r) + "\n" for r in records))
+    res = _eval(run_cli, tiny_ckpt, "--tasks", "docassist", "--docassist-data", gold, "--limit", 2)
+    check("eval --json", res)
+    scores = res["tasks"]["docassist"]
+    assert scores["n"] == 2 and 0 <= scores["rougeL"] <= 1 and 0 <= scores["intent_accuracy"] <= 1
+    assert res["primary"]["docassist"] == {"metric": "rougeL", "higher_is_better": True}
+    code, _, err = run_cli("eval", tiny_ckpt, "--tasks", "docassist")
+    assert code == 2 and "--docassist-data" in err and len(err.strip().splitlines()) == 1
+
+
 def test_engine_score_is_teacher_forced_log_softmax():
     import torch
 

@@ -22,6 +22,7 @@ STAGE_MODULES = (
     "pocketlm.intent.cli",        # intent, intent eval, intent data
     "pocketlm.runtime.cli",       # generate, export, bench
     "pocketlm.search.cli",        # latency fit / predict / calibrate; search
+    "pocketlm.documents.cli",     # doc, doc data / eval / predict / corpus
     "pocketlm.eval.cli",          # eval, report
     "pocketlm.pipeline.cli",      # pipeline
 )

@@ -20,6 +20,8 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N samples of each task")
     p.add_argument("--tokenizer", default=None,
                    help="for a GGUF: the checkpoint it was exported from (its tokenizer and intent.json)")
+    p.add_argument("--docassist-data", default=None, metavar="FILE",
+                   help="gold records for the docassist task (eval.jsonl from `pocketlm doc data`)")
     p.add_argument("--out", default=None, help="also write the result JSON to this file")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_cmd_eval)
@@ -39,7 +41,7 @@ def register(subparsers) -> None:
 def _cmd_eval(args) -> int:
     log = (lambda *a, **k: None) if args.json else print
     result = evaluate_model(args.model, args.tasks, limit=args.limit, tokenizer=args.tokenizer,
-                            out=args.out, log=log)
+                            out=args.out, docassist_data=args.docassist_data, log=log)
     if args.json:
         print_json(result)
     else:

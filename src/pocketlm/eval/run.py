@@ -15,11 +15,12 @@ from pocketlm.utils import atomic_write_json
 
 def evaluate_model(model: str | os.PathLike, tasks: str | list[str], limit: int | None = None,
                    tokenizer: str | None = None, threads: int | None = None, out: str | os.PathLike | None = None,
-                   log: Callable[[str], None] = print) -> dict:
-    """Every task on `model` (checkpoint dir or .gguf); written to `out` (JSON) when given."""
+                   docassist_data: str | None = None, log: Callable[[str], None] = print) -> dict:
+    """Every task on `model` (checkpoint dir or .gguf); written to `out` (JSON) when given.
+    docassist_data: the gold eval.jsonl the docassist task scores against."""
     if limit is not None and limit <= 0:
         raise UserError(f"--limit must be positive, got {limit}")
-    todo = get_tasks(tasks)
+    todo = get_tasks(tasks, {"docassist": {"data": docassist_data}})
     m = open_model(model, tokenizer=tokenizer, threads=threads)
     scores, seconds, primary = {}, {}, {}
     try:

@@ -15,6 +15,8 @@ import os
 from importlib import resources
 from typing import Any, Callable
 
+from pocketlm.documents.metrics import read_records, score
+from pocketlm.documents.predict import predict_records
 from pocketlm.errors import UserError
 from pocketlm.eval.lm import ModelUnderTest
 from pocketlm.intent.infer import load_runner, predict
@@ -22,6 +24,7 @@ from pocketlm.intent.metrics import evaluate, get_matcher
 from pocketlm.intent.pipeline import function_accuracy
 from pocketlm.intent.specs import load_specs
 from pocketlm.intent.synth import synthesize
+from pocketlm.runtime.engine import load_runtime
 
 # PhoneLM's capability list; any lm-eval task name works, these are the ones `--tasks phonelm` expands to
 PHONELM_TASKS = ("hellaswag", "arc_easy", "piqa", "winogrande", "boolq")
@@ -89,9 +92,7 @@ class PerplexityTask(Task):
                                 for m in ("word_perplexity", "byte_perplexity", "bits_per_byte")]}
 
     def run(self, model, limit, log):
-        cfg = self.config()
-        metrics = run_lm_eval(model, cfg, limit)
-        return metrics
+        return run_lm_eval(model, self.config(), limit)
 
 
 class IntentTask(Task):
@@ -116,6 +117,35 @@ class IntentTask(Task):
         return {"accuracy": res["accuracy"], "soft_accuracy": res["soft_accuracy"],
                 "function_accuracy": function_accuracy(samples, preds), "unparsable": len(res["bad_predictions"]),
                 "n": res["n"]}
+
+
+class DocAssistTask(Task):
+    """SlimLM's DocAssist (summarize, suggest questions, answer) on gold records (`pocketlm doc data`'s
+    eval.jsonl, given with --docassist-data), answered on the engine and scored by pocketlm.documents:
+    ROUGE-L and STS averaged over the three tasks, intent accuracy over all records."""
+
+    name = "docassist"
+    primary = "rougeL"
+
+    def __init__(self, data: str | None = None):
+        self.data = data
+
+    def run(self, model, limit, log):
+        if not self.data:
+            raise UserError("the docassist task needs gold records: --docassist-data eval.jsonl "
+                            "(written by `pocketlm doc data`)")
+        gold = read_records(self.data, "gold")[:limit or None]
+        rt = load_runtime(model.path, backend="llamacpp" if model.kind == "gguf" else "torch", n_ctx=None,
+                          threads=model.threads, tokenizer=model.tokenizer)
+        try:
+            preds = predict_records(rt, gold, progress=True)
+        finally:
+            rt.close()
+        res = score(gold, preds)
+        per_task = list(res["tasks"].values())
+        return {"rougeL": sum(t["rougeL"] for t in per_task) / len(per_task),
+                "sts": sum(t["sts"] for t in per_task) / len(per_task),
+                "intent_accuracy": res["intent_accuracy"], "average": res["average"], "n": res["n"]}
 
 
 class LmEvalTask(Task):
@@ -145,15 +175,12 @@ class LmEvalTask(Task):
         return metrics
 
 
-BUILTIN: dict[str, type[Task]] = {"perplexity": PerplexityTask, "intent": IntentTask}
+BUILTIN: dict[str, type[Task]] = {"perplexity": PerplexityTask, "intent": IntentTask, "docassist": DocAssistTask}
 
 
-def register(task_cls: type[Task]) -> None:
-    """Add a built-in task (pocketlm.documents' DocAssist registers itself when installed)."""
-    BUILTIN[task_cls.name] = task_cls
-
-
-def get_tasks(names: str | list[str]) -> list[Task]:
+def get_tasks(names: str | list[str], options: dict[str, dict] | None = None) -> list[Task]:
+    """Task objects by name ('phonelm' expands to PhoneLM's list); options: {task name: constructor kwargs}."""
+    options = options or {}
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     if not names:
@@ -163,10 +190,10 @@ def get_tasks(names: str | list[str]) -> list[Task]:
         if n == "phonelm":
             out += [LmEvalTask(t) for t in PHONELM_TASKS]
         else:
-            out.append(BUILTIN[n]() if n in BUILTIN else LmEvalTask(n))
+            out.append(BUILTIN[n](**options.get(n, {})) if n in BUILTIN else LmEvalTask(n))
     seen = set()
     return [t for t in out if not (t.name in seen or seen.add(t.name))]
 
 
-__all__ = ["BUILTIN", "IntentTask", "LmEvalTask", "PHONELM_TASKS", "PerplexityTask", "Task", "get_tasks",
-           "register", "run_lm_eval"]
+__all__ = ["BUILTIN", "DocAssistTask", "IntentTask", "LmEvalTask", "PHONELM_TASKS", "PerplexityTask", "Task",
+           "get_tasks", "run_lm_eval"]
