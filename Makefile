@@ -8,7 +8,7 @@ LLAMA_CMAKE_ARGS := $(shell scripts/llama-cmake-args)
 # pip's wheel cache ignores CMAKE_ARGS, so our llama.cpp build is cached under a key of its own.
 LLAMA_WHEELS := $(HOME)/.cache/pocketlm/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(shell echo '$(LLAMA_CMAKE_ARGS)' | md5sum | cut -c1-12)
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast bench pipeline clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,11 @@ $(STAMP): pyproject.toml
 # The main job: find the fastest 0.5B architecture for llama.cpp Q4_0 on this machine (~10 minutes).
 demo: setup
 	$(BIN)/pocketlm search --budget 0.5B --out runs/demo-search
+
+# The whole chain on this machine (< 1 hour): search, import SmolLM2-135M-Instruct, intent fine-tune, eval,
+# GGUF Q8_0/Q4_0, bench, report card in runs/pipeline/report/report.md. Rerun to resume after a kill.
+pipeline: setup
+	$(BIN)/pocketlm pipeline cpu --out runs/pipeline
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -30,6 +30,8 @@ STAGE_MODULES = (
     "pocketlm.search.cli",        # latency fit / predict / calibrate; search
     "pocketlm.documents.cli",     # doc, doc data / eval / predict / corpus
     "pocketlm.serve.cli",         # serve
+    "pocketlm.eval.cli",          # eval, report
+    "pocketlm.pipeline.cli",      # pipeline
 )
 
 

@@ -217,6 +217,22 @@ class Runtime:
         self.pos = len(ids)
         return dt
 
+    def score(self, context: Sequence[int], continuation: Sequence[int]) -> tuple[list[float], bool]:
+        """Teacher-forced log-probability of each continuation token after `context`, and whether greedy
+        decoding would have produced the whole continuation (lm-eval's loglikelihood on this engine)."""
+        ids = self._check(context, len(continuation))
+        self._reserve = len(ids) + len(continuation)
+        logits = self._eval_prompt(ids)
+        logprobs, greedy = [], True
+        for i, tok in enumerate(continuation):
+            row = torch.log_softmax(self._logits_tensor(logits).float(), dim=-1)
+            logprobs.append(float(row[int(tok)]))
+            greedy = greedy and int(row.argmax()) == int(tok)
+            if i + 1 < len(continuation):
+                logits = self._eval_token(int(tok))
+        self._logits = None  # the state is no longer a prefill the caller asked for
+        return logprobs, greedy
+
     def decode(self, n_tokens: int) -> list[float]:
         """Greedy continuation of n_tokens from the current state; per-token seconds."""
         if self._logits is None:
