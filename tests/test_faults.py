@@ -58,7 +58,10 @@ def inputs(tmp_path_factory):
                                              {"role": "assistant", "content": "hello"}]}) + "\n")
     space = d / "space.yaml"
     space.write_text(SMALL_SPACE)
-    return SimpleNamespace(text=text, tok=tok, ckpt=ckpt, adapter=adapter, droidcall=droidcall, chat=chat,
+    docs = d / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("The cat sat on the mat. " * 60)
+    return SimpleNamespace(text=text, tok=tok, ckpt=ckpt, adapter=adapter, droidcall=droidcall, chat=chat, docs=docs,
                            space=space, bench=_bench_results(d / "results.json"),
                            llama_bench=_llama_bench(d / "llama_bench.json"))
 
@@ -90,6 +93,10 @@ WRITERS = {
     ("intent eval", "--per-sample"): (False, lambda i, o: ["intent", "eval", "--gold", i.droidcall, "--pred",
                                                            i.droidcall, "--matcher", "lexical",
                                                            "--per-sample", o]),
+    ("doc corpus", "--out"): (True, lambda i, o: ["doc", "corpus", "--count", 1, "--out", o]),
+    ("doc data", "--out"): (True, lambda i, o: ["doc", "data", "--docs", i.docs, "--teacher-url",
+                                                "http://127.0.0.1:9/v1", "--teacher-model", "m", "--out", o]),
+    ("doc predict", "--out"): (False, lambda i, o: ["doc", "predict", i.ckpt, "--data", i.chat, "--out", o]),
 }
 # verbs whose parser the discovery can't walk (`finetune merge` parses the rest of the command line itself)
 NOT_DISCOVERED = {("finetune merge", "--out")}

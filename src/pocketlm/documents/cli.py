@@ -28,7 +28,7 @@ from pocketlm.documents.teacher import TEACHER_MODES, TeacherConfig, make_client
 from pocketlm.errors import UserError
 from pocketlm.model.checkpoint import load_tokenizer
 from pocketlm.runtime.engine import GenerationResult, load_runtime
-from pocketlm.utils import atomic_write_text, print_json
+from pocketlm.utils import atomic_write_text, check_output, print_json
 
 USAGE = """\
 pocketlm doc MODEL FILE (--summarize | --suggest N | --ask "Q") [--json] [--max-doc-tokens N]   assist on a document
@@ -153,6 +153,7 @@ def _predict_parser():
 
 
 def _cmd_predict(args) -> int:
+    check_output(args.out)
     gold = read_records(args.data, "gold")
     with _load_model(args) as rt:
         preds = predict_records(rt, gold, max_doc_tokens=args.max_doc_tokens, max_new_tokens=args.max_new_tokens,
@@ -229,6 +230,7 @@ def _data_parser():
 
 
 def _cmd_data(args) -> int:
+    check_output(args.out, directory=True)
     if args.retries < 0:
         raise UserError("--retries must be >= 0")
     tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
@@ -262,6 +264,7 @@ def _corpus_parser():
 
 
 def _cmd_corpus(args) -> int:
+    check_output(args.out, directory=True)
     tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
     docs = offline_documents(args.count, args.seed, args.min_tokens, args.max_tokens, tokenizer)
     paths = write_documents(docs, args.out)
