@@ -14,7 +14,7 @@ PKG = SRC / "pocketlm"
 MAX_LOGIC_LINES = 600
 # argparse is CLI code; the recipe override parser is part of the recipe contract (`--FIELD VALUE`,
 # pretrain's `--phases.NAME.FIELD` / `--model.FIELD`).
-ARGPARSE_ALLOWED = {"pocketlm.cli", "pocketlm.train.recipe", "pocketlm.train.pretrain"}
+ARGPARSE_ALLOWED = {"pocketlm.cli", "pocketlm.cli_forms", "pocketlm.train.recipe", "pocketlm.train.pretrain"}
 
 
 def module_name(path: Path) -> str:

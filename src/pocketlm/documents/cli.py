@@ -12,7 +12,6 @@ line and dispatches on its first word: data | eval | predict | corpus | run; any
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -25,6 +24,7 @@ from pocketlm.documents.loaders import load_document
 from pocketlm.documents.metrics import read_records, score
 from pocketlm.documents.predict import predict_records
 from pocketlm.documents.teacher import TEACHER_MODES, TeacherConfig, make_client, make_judge
+from pocketlm.cli_forms import Parser, register_forms
 from pocketlm.errors import UserError
 from pocketlm.model.checkpoint import load_tokenizer
 from pocketlm.runtime.engine import GenerationResult, load_runtime
@@ -37,37 +37,14 @@ pocketlm doc eval --gold FILE --pred FILE [--json]            BLEU, ROUGE, STS, 
 pocketlm doc predict MODEL --data eval.jsonl --out pred.jsonl  run a model over DocAssist gold records
 pocketlm doc corpus --out DIR [--count N] [--seed S]           an offline document set (340-1000 tokens)"""
 
-MODES = ("data", "eval", "predict", "corpus", "run")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "doc", help="document assistance (SlimLM): summarize, suggest questions, answer; data, eval",
-        description="Document assistance in SlimLM's DocAssist format.\n\n" + USAGE
-        + "\n\nRun `pocketlm doc data --help` (or eval/predict/corpus/run) for each form's options.",
-        formatter_class=argparse.RawDescriptionHelpFormatter, usage="\n" + USAGE)
-    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    p.set_defaults(func=_dispatch)
-
-
-def _dispatch(args) -> int:
-    rest = list(args.rest)
-    if not rest:
-        print(USAGE, file=sys.stderr)
-        return 2
-    mode = rest[0] if rest[0] in MODES else "run"
-    if rest[0] in MODES:
-        rest = rest[1:]
-    parsers = {"data": _data_parser, "eval": _eval_parser, "predict": _predict_parser, "corpus": _corpus_parser,
-               "run": _run_parser}
-    commands = {"data": _cmd_data, "eval": _cmd_eval, "predict": _cmd_predict, "corpus": _cmd_corpus,
-                "run": _cmd_run}
-    return commands[mode](parsers[mode]().parse_args(rest))
+    register_forms(subparsers, "doc",
+                   help="document assistance (SlimLM): summarize, suggest questions, answer; data, eval",
+                   description="Document assistance in SlimLM's DocAssist format.", usage=USAGE,
+                   forms={"data": (_data_parser, _cmd_data), "eval": (_eval_parser, _cmd_eval),
+                          "predict": (_predict_parser, _cmd_predict), "corpus": (_corpus_parser, _cmd_corpus),
+                          "run": (_run_parser, _cmd_run)})
 
 
 def _add_model_args(p) -> None:
@@ -91,7 +68,7 @@ def _load_model(args):
 # ----------------------------------------------------------------------------- run
 
 def _run_parser():
-    p = _Parser(prog="pocketlm doc",
+    p = Parser(prog="pocketlm doc",
                 description="Summarize a document, suggest questions about it, or answer a question on it, in "
                             "SlimLM's format (<intent>: ... <response>...</response>). On a terminal the answer "
                             "streams and ends with TTFT, prefill tok/s and decode tok/s. Documents: .txt .md "
@@ -142,7 +119,7 @@ def _cmd_run(args) -> int:
 # ----------------------------------------------------------------------------- predict
 
 def _predict_parser():
-    p = _Parser(prog="pocketlm doc predict",
+    p = Parser(prog="pocketlm doc predict",
                 description="Run a model over DocAssist gold records (eval.jsonl from `pocketlm doc data`) and "
                             "write one prediction per record, in order, ready for `pocketlm doc eval`.")
     p.add_argument("model", help="checkpoint dir (PyTorch) or .gguf file (llama.cpp)")
@@ -167,7 +144,7 @@ def _cmd_predict(args) -> int:
 # ----------------------------------------------------------------------------- eval
 
 def _eval_parser():
-    p = _Parser(prog="pocketlm doc eval",
+    p = Parser(prog="pocketlm doc eval",
                 description="Score predictions against DocAssist gold records: BLEU (sacrebleu), ROUGE-1/2/L "
                             "(rouge-score), STS (local all-MiniLM-L6-v2), intent accuracy, distinct-1/2 of "
                             "suggested questions, optionally a GEval-style 1-5 judge. One prediction line per "
@@ -207,7 +184,7 @@ def _cmd_eval(args) -> int:
 # ----------------------------------------------------------------------------- data
 
 def _data_parser():
-    p = _Parser(prog="pocketlm doc data",
+    p = Parser(prog="pocketlm doc data",
                 description="SlimLM's DocAssist builder: annotate every document of --docs with an OpenAI-"
                             "compatible teacher (key from OPENAI_API_KEY when set) and write annotations.jsonl "
                             "(append-only journal: rerun to resume), sft.jsonl (chat records for `pocketlm "
@@ -251,7 +228,7 @@ def _cmd_data(args) -> int:
 # ----------------------------------------------------------------------------- corpus
 
 def _corpus_parser():
-    p = _Parser(prog="pocketlm doc corpus",
+    p = Parser(prog="pocketlm doc corpus",
                 description="Write an offline document set built from pocketlm's built-in corpus (no network): "
                             f"{MIN_TOKENS}-{MAX_TOKENS}-token .txt documents, deterministic in --seed.")
     p.add_argument("--out", required=True, help="output directory")

@@ -11,11 +11,11 @@ command line and dispatches on its first word: eval | data | predict | run, anyt
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
+from pocketlm.cli_forms import Parser, register_forms
 from pocketlm.errors import UserError
 from pocketlm.intent.android import to_adb
 from pocketlm.intent.infer import load_runner, predict, run_query
@@ -31,40 +31,15 @@ pocketlm intent eval --gold FILE --pred FILE [--json]                 DroidCall 
 pocketlm intent data --out DIR [--train N] [--test N] [--seed S]      synthesize DroidCall-format data
 pocketlm intent predict MODEL --data FILE --out FILE                  run a model over a DroidCall file"""
 
-MODES = ("eval", "data", "predict", "run")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "intent", help="Android intent calling (DroidCall): run, eval, data, predict",
-        description="Android intent invocation in DroidCall's format.\n\n" + USAGE
-        + "\n\nRun `pocketlm intent eval --help` (or data/predict/run) for each form's options.",
-        formatter_class=argparse.RawDescriptionHelpFormatter, usage="\n" + USAGE)
-    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    p.set_defaults(func=_dispatch)
+    register_forms(subparsers, "intent", help="Android intent calling (DroidCall): run, eval, data, predict",
+                   description="Android intent invocation in DroidCall's format.", usage=USAGE,
+                   forms={"eval": (_eval_parser, _cmd_eval), "data": (_data_parser, _cmd_data),
+                          "predict": (_predict_parser, _cmd_predict), "run": (_run_parser, _cmd_run)})
 
-
-def _dispatch(args) -> int:
-    rest = list(args.rest)
-    if not rest:
-        print(USAGE, file=sys.stderr)
-        return 2
-    mode = rest[0] if rest[0] in MODES else "run"
-    if rest[0] in MODES:
-        rest = rest[1:]
-    parser = {"eval": _eval_parser, "data": _data_parser, "predict": _predict_parser, "run": _run_parser}[mode]()
-    return {"eval": _cmd_eval, "data": _cmd_data, "predict": _cmd_predict, "run": _cmd_run}[mode](parser.parse_args(rest))
-
-
-# ----------------------------------------------------------------------------- eval
 
 def _eval_parser():
-    p = _Parser(prog="pocketlm intent eval",
+    p = Parser(prog="pocketlm intent eval",
                 description="Score predictions with DroidCall's metrics (accuracy = every call and argument "
                             "right; soft_accuracy = mean share of right arguments). Both files are DroidCall "
                             "JSONL ({\"query\", \"answers\": [{\"id\", \"name\", \"arguments\"}]}), one prediction "
@@ -125,7 +100,7 @@ def _cmd_eval(args) -> int:
 # ----------------------------------------------------------------------------- data
 
 def _data_parser():
-    p = _Parser(prog="pocketlm intent data",
+    p = Parser(prog="pocketlm intent data",
                 description="Write synthesized DroidCall-format data: train.jsonl, test.jsonl (test phrasings "
                             "and free-text values differ from train), and sft_train.jsonl / sft_test.jsonl chat "
                             "records in the code_short format for `pocketlm finetune`.")
@@ -199,7 +174,7 @@ def _prompt_settings(args, runner) -> None:
 
 
 def _run_parser():
-    p = _Parser(prog="pocketlm intent",
+    p = Parser(prog="pocketlm intent",
                 description="Turn a request into DroidCall function call(s) and the equivalent `adb shell` "
                             "command(s). Candidate functions come from a lexical retriever over the specs.")
     p.add_argument("model", help="checkpoint dir (or a .gguf file with --backend llamacpp)")
@@ -248,7 +223,7 @@ def _cmd_run(args) -> int:
 
 
 def _predict_parser():
-    p = _Parser(prog="pocketlm intent predict",
+    p = Parser(prog="pocketlm intent predict",
                 description="Run a model over a DroidCall JSONL file and write predictions (DroidCall format "
                             "plus the raw output) in the same order, ready for `pocketlm intent eval`.")
     p.add_argument("model")
