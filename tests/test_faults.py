@@ -97,6 +97,9 @@ WRITERS = {
     ("doc data", "--out"): (True, lambda i, o: ["doc", "data", "--docs", i.docs, "--teacher-url",
                                                 "http://127.0.0.1:9/v1", "--teacher-model", "m", "--out", o]),
     ("doc predict", "--out"): (False, lambda i, o: ["doc", "predict", i.ckpt, "--data", i.chat, "--out", o]),
+    ("eval", "--out"): (False, lambda i, o: ["eval", i.ckpt, "--tasks", "perplexity", "--limit", 1, "--out", o]),
+    ("report", "--out"): (True, lambda i, o: ["report", i.docs, "--out", o]),
+    ("pipeline", "--out"): (True, lambda i, o: ["pipeline", "cpu", "--quick", "--out", o]),
 }
 # verbs whose parser the discovery can't walk (`finetune merge` parses the rest of the command line itself)
 NOT_DISCOVERED = {("finetune merge", "--out")}

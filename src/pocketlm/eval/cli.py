@@ -5,7 +5,7 @@ from __future__ import annotations
 from pocketlm.eval.report import write_report
 from pocketlm.eval.run import evaluate_model, format_table
 from pocketlm.eval.tasks import BUILTIN, PHONELM_TASKS
-from pocketlm.utils import print_json
+from pocketlm.utils import check_output, print_json
 
 
 def register(subparsers) -> None:
@@ -39,6 +39,8 @@ def register(subparsers) -> None:
 
 
 def _cmd_eval(args) -> int:
+    if args.out:
+        check_output(args.out)
     log = (lambda *a, **k: None) if args.json else print
     result = evaluate_model(args.model, args.tasks, limit=args.limit, tokenizer=args.tokenizer,
                             out=args.out, docassist_data=args.docassist_data, log=log)
@@ -50,6 +52,7 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_report(args) -> int:
+    check_output(args.out, directory=True)
     data = write_report(args.runs, args.out)
     if args.json:
         print_json(data)

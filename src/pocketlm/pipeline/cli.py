@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pocketlm.pipeline.run import builtin_pipelines, plan, run_pipeline
-from pocketlm.utils import print_json
+from pocketlm.utils import check_output, print_json
 
 
 def register(subparsers) -> None:
@@ -28,6 +28,7 @@ def _cmd_pipeline(args) -> int:
             for i, s in enumerate(stages, 1):
                 print(f"{i}. {s['stage']}: {s['settings']}")
         return 0
+    check_output(args.out, directory=True)
     summary = run_pipeline(args.recipe, args.out, quick=args.quick,
                            log=(lambda *a, **k: None) if args.json else print)
     if args.json:
