@@ -69,10 +69,10 @@ def _load_model(args):
 
 def _run_parser():
     p = Parser(prog="pocketlm doc",
-                description="Summarize a document, suggest questions about it, or answer a question on it, in "
-                            "SlimLM's format (<intent>: ... <response>...</response>). On a terminal the answer "
-                            "streams and ends with TTFT, prefill tok/s and decode tok/s. Documents: .txt .md "
-                            ".html .pdf .docx.")
+               description="Summarize a document, suggest questions about it, or answer a question on it, in "
+                           "SlimLM's format (<intent>: ... <response>...</response>). On a terminal the answer "
+                           "streams and ends with TTFT, prefill tok/s and decode tok/s. Documents: .txt .md "
+                           ".html .pdf .docx.")
     p.add_argument("model", help="checkpoint dir (PyTorch) or .gguf file (llama.cpp)")
     p.add_argument("file", help="the document")
     task = p.add_mutually_exclusive_group(required=True)
@@ -120,8 +120,8 @@ def _cmd_run(args) -> int:
 
 def _predict_parser():
     p = Parser(prog="pocketlm doc predict",
-                description="Run a model over DocAssist gold records (eval.jsonl from `pocketlm doc data`) and "
-                            "write one prediction per record, in order, ready for `pocketlm doc eval`.")
+               description="Run a model over DocAssist gold records (eval.jsonl from `pocketlm doc data`) and "
+                           "write one prediction per record, in order, ready for `pocketlm doc eval`.")
     p.add_argument("model", help="checkpoint dir (PyTorch) or .gguf file (llama.cpp)")
     p.add_argument("--data", required=True, help="gold records (eval.jsonl)")
     p.add_argument("--out", required=True, help="predictions JSONL to write")
@@ -145,10 +145,10 @@ def _cmd_predict(args) -> int:
 
 def _eval_parser():
     p = Parser(prog="pocketlm doc eval",
-                description="Score predictions against DocAssist gold records: BLEU (sacrebleu), ROUGE-1/2/L "
-                            "(rouge-score), STS (local all-MiniLM-L6-v2), intent accuracy, distinct-1/2 of "
-                            "suggested questions, optionally a GEval-style 1-5 judge. One prediction line per "
-                            "gold line, in order.")
+               description="Score predictions against DocAssist gold records: BLEU (sacrebleu), ROUGE-1/2/L "
+                           "(rouge-score), STS (local all-MiniLM-L6-v2), intent accuracy, distinct-1/2 of "
+                           "suggested questions, optionally a GEval-style 1-5 judge. One prediction line per "
+                           "gold line, in order.")
     p.add_argument("--gold", required=True, help="gold records (eval.jsonl)")
     p.add_argument("--pred", required=True, help="predictions ({intent, response} or raw text under output)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -185,10 +185,10 @@ def _cmd_eval(args) -> int:
 
 def _data_parser():
     p = Parser(prog="pocketlm doc data",
-                description="SlimLM's DocAssist builder: annotate every document of --docs with an OpenAI-"
-                            "compatible teacher (key from OPENAI_API_KEY when set) and write annotations.jsonl "
-                            "(append-only journal: rerun to resume), sft.jsonl (chat records for `pocketlm "
-                            "finetune`) and eval.jsonl (gold records for `pocketlm doc eval`) to --out.")
+               description="SlimLM's DocAssist builder: annotate every document of --docs with an OpenAI-"
+                           "compatible teacher (key from OPENAI_API_KEY when set) and write annotations.jsonl "
+                           "(append-only journal: rerun to resume), sft.jsonl (chat records for `pocketlm "
+                           "finetune`) and eval.jsonl (gold records for `pocketlm doc eval`) to --out.")
     p.add_argument("--docs", required=True, help="directory of documents (.txt .md .html .pdf .docx)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--teacher-url", required=True, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
@@ -229,8 +229,8 @@ def _cmd_data(args) -> int:
 
 def _corpus_parser():
     p = Parser(prog="pocketlm doc corpus",
-                description="Write an offline document set built from pocketlm's built-in corpus (no network): "
-                            f"{MIN_TOKENS}-{MAX_TOKENS}-token .txt documents, deterministic in --seed.")
+               description="Write an offline document set built from pocketlm's built-in corpus (no network): "
+                           f"{MIN_TOKENS}-{MAX_TOKENS}-token .txt documents, deterministic in --seed.")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--count", type=int, default=200, help="documents (default 200)")
     p.add_argument("--seed", type=int, default=0, help="corpus seed (a different seed: different documents)")

@@ -40,13 +40,13 @@ def register(subparsers) -> None:
 
 def _eval_parser():
     p = Parser(prog="pocketlm intent eval",
-                description="Score predictions with DroidCall's metrics (accuracy = every call and argument "
-                            "right; soft_accuracy = mean share of right arguments). Both files are DroidCall "
-                            "JSONL ({\"query\", \"answers\": [{\"id\", \"name\", \"arguments\"}]}), one prediction "
-                            "per gold line in the same order (blank lines are skipped in both). A prediction "
-                            "line may instead carry raw model text under \"output\". Malformed prediction lines, "
-                            "unknown functions and unparsable output score 0 with a reason. Different numbers "
-                            "of lines are an error (exit 2): the files would be misaligned.")
+               description="Score predictions with DroidCall's metrics (accuracy = every call and argument "
+                           "right; soft_accuracy = mean share of right arguments). Both files are DroidCall "
+                           "JSONL ({\"query\", \"answers\": [{\"id\", \"name\", \"arguments\"}]}), one prediction "
+                           "per gold line in the same order (blank lines are skipped in both). A prediction "
+                           "line may instead carry raw model text under \"output\". Malformed prediction lines, "
+                           "unknown functions and unparsable output score 0 with a reason. Different numbers "
+                           "of lines are an error (exit 2): the files would be misaligned.")
     p.add_argument("--gold", required=True, help="gold DroidCall JSONL")
     p.add_argument("--pred", required=True, help="predictions, DroidCall JSONL in gold order")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -101,9 +101,9 @@ def _cmd_eval(args) -> int:
 
 def _data_parser():
     p = Parser(prog="pocketlm intent data",
-                description="Write synthesized DroidCall-format data: train.jsonl, test.jsonl (test phrasings "
-                            "and free-text values differ from train), and sft_train.jsonl / sft_test.jsonl chat "
-                            "records in the code_short format for `pocketlm finetune`.")
+               description="Write synthesized DroidCall-format data: train.jsonl, test.jsonl (test phrasings "
+                           "and free-text values differ from train), and sft_train.jsonl / sft_test.jsonl chat "
+                           "records in the code_short format for `pocketlm finetune`.")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--train", type=int, default=2000, help="training samples (default 2000)")
     p.add_argument("--test", type=int, default=200, help="test samples (default 200, like DroidCall)")
@@ -175,8 +175,8 @@ def _prompt_settings(args, runner) -> None:
 
 def _run_parser():
     p = Parser(prog="pocketlm intent",
-                description="Turn a request into DroidCall function call(s) and the equivalent `adb shell` "
-                            "command(s). Candidate functions come from a lexical retriever over the specs.")
+               description="Turn a request into DroidCall function call(s) and the equivalent `adb shell` "
+                           "command(s). Candidate functions come from a lexical retriever over the specs.")
     p.add_argument("model", help="checkpoint dir (or a .gguf file with --backend llamacpp)")
     p.add_argument("text", nargs="+", help="the request, e.g. \"wake me up at 7:30\"")
     p.add_argument("--functions", default=None,
@@ -224,8 +224,8 @@ def _cmd_run(args) -> int:
 
 def _predict_parser():
     p = Parser(prog="pocketlm intent predict",
-                description="Run a model over a DroidCall JSONL file and write predictions (DroidCall format "
-                            "plus the raw output) in the same order, ready for `pocketlm intent eval`.")
+               description="Run a model over a DroidCall JSONL file and write predictions (DroidCall format "
+                           "plus the raw output) in the same order, ready for `pocketlm intent eval`.")
     p.add_argument("model")
     p.add_argument("--data", required=True, help="gold DroidCall JSONL (queries)")
     p.add_argument("--out", required=True, help="predictions JSONL to write")
