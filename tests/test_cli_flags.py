@@ -127,6 +127,17 @@ def test_export_seed_sets_the_random_weights(run_cli, tmp_path):
     assert files["a"] == files["b"] and files["a"] != files["c"]
 
 
+def test_export_output_quant_sets_the_vocabulary_projection(run_cli, tmp_path):
+    from gguf import GGUFReader
+
+    code, out, err = run_cli("export", "tiny", "--quant", "q4_0", "--output-quant", "q8_0", "--json",
+                             "--out", tmp_path / "m.gguf")
+    assert code == 0, err
+    assert json.loads(out)["output_quant"] == "q8_0"
+    types = {t.name: t.tensor_type.name for t in GGUFReader(str(tmp_path / "m.gguf")).tensors}
+    assert types["token_embd.weight"] == "Q8_0" and types["blk.0.ffn_up.weight"] == "Q4_0"  # tiny ties them
+
+
 @pytest.mark.slow  # trains a tokenizer (tiny_ckpt)
 def test_export_tokenizer_dir_is_embedded(run_cli, tmp_path, tiny_ckpt):
     pytest.importorskip("gguf")

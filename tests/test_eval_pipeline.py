@@ -137,7 +137,7 @@ def quick_run(tmp_path_factory):
     return out, json.loads(buf.getvalue()), time.perf_counter() - t0
 
 
-STAGES = ["search", "base", "finetune", "eval", "export", "bench", "report"]
+STAGES = ["search", "base", "finetune", "eval", "export", "eval model-q8_0", "eval model-q4_0", "bench", "report"]
 
 
 @pytest.mark.slow  # the whole chain on tiny models (~2 minutes on 2 shared cores)
@@ -186,11 +186,19 @@ def test_report_verb_on_a_run(run_cli, quick_run, tmp_path):
     data = json.loads(printed)
     check("report --json", data)
     rows = {(r["model"], r["quant"]): r for r in data["models"]}
-    assert set(rows) == {("model-q8_0", "q8_0"), ("model-q4_0", "q4_0")}
+    # the checkpoint keeps a row of its own: its scores next to its exports' (not benched: no efficiency)
+    assert set(rows) == {("model-q8_0", "q8_0"), ("model-q4_0", "q4_0"), ("finetune/final", "checkpoint")}
+    assert rows["finetune/final", "checkpoint"]["efficiency"] == []
     q4 = rows["model-q4_0", "q4_0"]
     assert q4["gguf_mb"] < rows["model-q8_0", "q8_0"]["gguf_mb"]  # Q4_0 is the smaller file
-    assert [e["context"] for e in q4["efficiency"]] == [32, 128] and q4["scores_from"].startswith("finetune/final")
+    assert [e["context"] for e in q4["efficiency"]] == [32, 128]
+    # eval.exports: each GGUF is scored as shipped, not credited with its checkpoint's scores
+    assert q4["scores_from"] == "same model" and rows["model-q8_0", "q8_0"]["scores_from"] == "same model"
     assert set(q4["scores"]) == {"perplexity.bits_per_byte", "intent.accuracy"}
+    ckpt = json.loads((out / "eval" / "eval.json").read_text())
+    shipped = json.loads((out / "eval" / "model-q4_0.json").read_text())
+    assert shipped["kind"] == "gguf" and shipped["label"] == "model-q4_0"
+    assert shipped["tasks"]["perplexity"]["bits_per_byte"] != ckpt["tasks"]["perplexity"]["bits_per_byte"]
     assert data["higher_is_better"] == {"perplexity.bits_per_byte": False, "intent.accuracy": True}
     assert (tmp_path / "card" / "report.md").is_file() and (tmp_path / "card" / "capability_vs_speed.png").is_file()
 

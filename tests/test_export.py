@@ -63,6 +63,21 @@ def test_random_quantized_weights_are_sane(tmp_path, quant):
     assert len(np.unique(w)) > 10  # not degenerate
 
 
+@pytest.mark.parametrize("tied", [False, True])
+def test_output_quant_sets_only_the_vocabulary_projection(tmp_path, tied):
+    """--output-quant (llama-quantize's --output-tensor-type): the head, or the tied embedding, alone."""
+    import gguf
+
+    out = export_gguf(CFG.replace(tie_embeddings=tied), tmp_path / "m.gguf", quant="q4_0", output_quant="q8_0")
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(out).tensors}
+    head = "token_embd.weight" if tied else "output.weight"
+    assert types[head] == "Q8_0"
+    assert {t for n, t in types.items() if n != head and not n.endswith("norm.weight")} == {"Q4_0"}
+    assert read_gguf(out)["quant"] == "q4_0"  # llama.cpp's "mostly Q4_0"
+    with pytest.raises(UserError, match="quant"):
+        export_gguf(CFG, tmp_path / "x.gguf", quant="q4_0", output_quant="q5_k")
+
+
 def test_unaligned_rows_fall_back_to_f16(tmp_path):
     import gguf
 

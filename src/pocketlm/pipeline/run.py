@@ -112,11 +112,17 @@ def run_pipeline(spec: str, out: str | os.PathLike, quick: bool = False,
           r["eval"]["tasks"], r["eval"].get("limit"))
     # 6. GGUF export for llama.cpp
     ggufs = [out / "export" / f"model-{q}.gguf" for q in r["export"]["quants"]]
-    stage("export", ggufs, export_stage, model, out / "export", r["export"]["quants"])
-    # 7. on-device efficiency: TTFT, prefill / decode tok/s, peak memory per context length
+    stage("export", ggufs, export_stage, model, out / "export", r["export"]["quants"],
+          r["export"].get("output_quant"))
+    # 7. capability of each GGUF as shipped: at 135M, 4-bit weights cost accuracy the checkpoint's eval can't show
+    if r["eval"].get("exports", False):
+        for g in ggufs:
+            stage(f"eval {g.stem}", out / "eval" / f"{g.stem}.json", eval_stage, g, out / "eval" / f"{g.stem}.json",
+                  r["eval"]["tasks"], r["eval"].get("limit"), model)
+    # 8. on-device efficiency: TTFT, prefill / decode tok/s, peak memory per context length
     stage("bench", out / "bench" / "results.json", bench_stage, ggufs, out / "bench", r["bench"]["contexts"],
           r["bench"].get("decode_tokens", 32), r["bench"].get("repeats", 2))
-    # 8. the report card
+    # 9. the report card
     stage("report", out / "report" / "report.md", report_stage, [out], out / "report")
 
     summary = {"recipe": r.get("name", spec), "quick": quick, "out": str(out),

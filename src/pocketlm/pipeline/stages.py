@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,7 +32,6 @@ from pocketlm.model.checkpoint import load_tokenizer, save_checkpoint
 from pocketlm.model.decoder import PocketLM
 from pocketlm.model.importer import import_model
 from pocketlm.model.presets import get_preset
-from pocketlm.runtime import bench
 from pocketlm.runtime.gguf import export_gguf
 from pocketlm.search.search import run_search
 from pocketlm.search.settings import SearchSettings
@@ -98,17 +99,21 @@ def finetune_stage(out: str | os.PathLike, recipe: str, base: str | os.PathLike,
 
 
 def eval_stage(model: str | os.PathLike, out_file: str | os.PathLike, tasks: list[str],
-               limit: int | None = None, log: Log = print) -> Path:
-    evaluate_model(model, tasks, limit=limit, out=out_file, log=log)
+               limit: int | None = None, tokenizer: str | os.PathLike | None = None, log: Log = print) -> Path:
+    """tokenizer: for a GGUF, the checkpoint it was exported from (its tokenizer and intent.json)."""
+    evaluate_model(model, tasks, limit=limit, out=out_file, log=log,
+                   tokenizer=None if tokenizer is None else str(tokenizer))
     return Path(out_file)
 
 
-def export_stage(model: str | os.PathLike, out_dir: str | os.PathLike, quants: list[str], log: Log = print) -> list[Path]:
+def export_stage(model: str | os.PathLike, out_dir: str | os.PathLike, quants: list[str],
+                 output_quant: str | None = None, log: Log = print) -> list[Path]:
+    """One GGUF per quant; output_quant keeps the vocabulary projection at that type (e.g. q8_0)."""
     files = []
     for q in quants:
         path = Path(out_dir) / f"model-{q}.gguf"
         if not path.is_file():  # each file is written atomically: a killed export keeps the finished ones
-            export_gguf(model, path, quant=q)
+            export_gguf(model, path, quant=q, output_quant=output_quant)
             log(f"[export] {path} ({path.stat().st_size / 1e6:.1f} MB)")
         files.append(path)
     return files
@@ -116,10 +121,16 @@ def export_stage(model: str | os.PathLike, out_dir: str | os.PathLike, quants: l
 
 def bench_stage(ggufs: list[str | os.PathLike], out_dir: str | os.PathLike, contexts: list[int],
                 decode_tokens: int = 32, repeats: int = 2, log: Log = print) -> Path:
-    results = bench.run_bench([str(g) for g in ggufs], backend="llamacpp", contexts=list(contexts),
-                              decode_tokens=decode_tokens, repeats=repeats, progress=False, log=log)
-    bench.write_outputs(results, Path(out_dir))
-    log(bench.format_table(results))
+    """`pocketlm bench` in a process of its own: peak memory is per process, and a pipeline's process still
+    holds what its fine-tune allocated (12.6 GB after intent-smollm2), which would be reported as the model's."""
+    cmd = [sys.executable, "-m", "pocketlm.cli", "bench", *map(str, ggufs), "--backend", "llamacpp",
+           "--contexts", ",".join(map(str, contexts)), "--decode-tokens", str(decode_tokens),
+           "--repeats", str(repeats), "--out", str(out_dir)]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        raise UserError(f"the bench stage failed (pocketlm bench exit {proc.returncode})")
+    log(proc.stdout.rstrip())
     return Path(out_dir) / "results.json"
 
 

@@ -104,6 +104,9 @@ def _register_export(subparsers) -> None:
     p.add_argument("model", metavar="MODEL", help="checkpoint directory, preset name or config file")
     p.add_argument("--format", default="gguf", choices=["gguf"], help="output format (default gguf)")
     p.add_argument("--quant", default="f16", choices=QUANTS, help="weight type (default f16)")
+    p.add_argument("--output-quant", default=None, choices=QUANTS,
+                   help="type of the output matrix (the token embedding when tied), as llama-quantize's "
+                        "--output-tensor-type; e.g. q8_0 with --quant q4_0 (default: --quant)")
     p.add_argument("--out", required=True, help="output .gguf file")
     p.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the checkpoint's)")
     p.add_argument("--seed", type=int, default=0, help="seed for random weights (preset/config)")
@@ -115,9 +118,10 @@ def _cli_export(args) -> int:
     check_output(args.out)
     t0 = time.perf_counter()
     out = export_gguf(args.model, args.out, quant=args.quant, tokenizer_dir=args.tokenizer, seed=args.seed,
-                      progress=not args.json)
+                      progress=not args.json, output_quant=args.output_quant)
     info = read_gguf(out)
-    summary = {"out": str(out), "quant": args.quant, "arch": info["arch"],
+    summary = {"out": str(out), "quant": args.quant, "output_quant": args.output_quant or args.quant,
+               "arch": info["arch"],
                "size_mb": round(info["size_bytes"] / 1e6, 2), "tensors": info["n_tensors"],
                "vocabulary": "placeholder" if info["placeholder_vocab"] else "tokenizer",
                "chat_template": bool(info["chat_template"]),

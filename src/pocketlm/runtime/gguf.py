@@ -349,16 +349,19 @@ def _carried_files(model_or_spec: Any) -> dict[str, str]:
 
 def export_gguf(model_or_spec: Any, out: str | os.PathLike, quant: str = "f16",
                 tokenizer_dir: str | os.PathLike | None = None, seed: int = 0,
-                progress: bool = False) -> Path:
+                progress: bool = False, output_quant: str | None = None) -> Path:
     """Write a GGUF file llama.cpp can run; returns its path.
 
     model_or_spec: a PocketLM, a ModelConfig, a preset name, a config file or a checkpoint dir.
     Without weights (config/preset) the weights are random, generated directly in `quant`'s layout.
+    output_quant: the output matrix's type (the token embedding when tied), as llama-quantize's
+    --output-tensor-type: a small model's vocabulary projection is its most quantization-sensitive matrix.
     """
     import gguf
 
-    if quant not in QUANTS:
-        raise UserError(f"unknown quant '{quant}'; choose one of {', '.join(QUANTS)}")
+    for q in (quant, output_quant or quant):
+        if q not in QUANTS:
+            raise UserError(f"unknown quant '{q}'; choose one of {', '.join(QUANTS)}")
     cfg, get, tokenizer_dir = _resolve(model_or_spec, tokenizer_dir)
     carried = _carried_files(model_or_spec)
     problems = llamacpp_problems(cfg)
@@ -367,7 +370,8 @@ def export_gguf(model_or_spec: Any, out: str | os.PathLike, quant: str = "f16",
     out = Path(out)
     arch = gguf_arch(cfg)
     plan = _plan(cfg)
-    types = [_tensor_type(t, quant) for t in plan]
+    output = "token_embd.weight" if cfg.tie_embeddings else "output.weight"  # the vocabulary projection
+    types = [_tensor_type(t, output_quant if output_quant and t.name == output else quant) for t in plan]
     qtypes = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
               "bf16": gguf.GGMLQuantizationType.BF16,
               "q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}

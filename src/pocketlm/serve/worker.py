@@ -90,7 +90,9 @@ class ModelWorker:
         with self._lock:
             if self.waiting >= self.queue_size and (self.running or self.waiting):
                 self.stats["rejected"] += 1
-                raise QueueFull(max(1, math.ceil(self._mean_s * (self.waiting + 1))))
+                # a slot frees when the running job ends: about one mean job duration. (The time to drain the
+                # whole queue would leave the model idle while every rejected client waits it out.)
+                raise QueueFull(max(1, math.ceil(self._mean_s)))
             self.waiting += 1
         job = Job(fn, asyncio.get_running_loop())
         self._queue.put(job)
