@@ -305,16 +305,19 @@ class GrammarChooser:
         import torch
 
         self._complete = None
-        order = torch.argsort(logits, descending=True)[: self.max_tries]
-        if self.index is not None and len(order) > self.fast_tries:
-            tok = self._first_valid(order[: self.fast_tries].tolist())
-            if tok is not None:
-                return tok
+        # the answer is almost always among the top few: a top-k costs 0.16 ms where sorting a 49k vocabulary
+        # costs 4.3 ms, half the grammar's whole per-token overhead (benchmarks/intent_smollm2.py)
+        k = min(self.fast_tries, logits.numel(), self.max_tries or logits.numel())
+        tok = self._first_valid(torch.topk(logits, k).indices.tolist())
+        if tok is not None:
+            return tok
+        order = torch.argsort(logits, descending=True)[k: self.max_tries]
+        if self.index is not None and len(order):
             allowed = [i for i, c in enumerate(self.index.first_chars)
                        if self.grammar.check(self.text + c) != INVALID]
             keep = torch.isin(self.index.first_code[order], torch.tensor(allowed, dtype=torch.long))
             keep |= torch.isin(order, torch.tensor(sorted(self.stops), dtype=torch.long))
-            order = order[self.fast_tries:][keep[self.fast_tries:]]
+            order = order[keep]
         return self._first_valid(order.tolist())
 
     def _first_valid(self, candidates: list[int]) -> int | None:
