@@ -66,8 +66,18 @@ def test_eval_docassist_with_gold_records(run_cli, tmp_path, tiny_ckpt):
     scores = res["tasks"]["docassist"]
     assert scores["n"] == 2 and 0 <= scores["rougeL"] <= 1 and 0 <= scores["intent_accuracy"] <= 1
     assert res["primary"]["docassist"] == {"metric": "rougeL", "higher_is_better": True}
-    code, _, err = run_cli("eval", tiny_ckpt, "--tasks", "docassist")
-    assert code == 2 and "--docassist-data" in err and len(err.strip().splitlines()) == 1
+    # without --docassist-data: the built-in held-out set, which ships in the package (offline)
+    builtin = _eval(run_cli, tiny_ckpt, "--tasks", "docassist", "--limit", 1)
+    assert builtin["tasks"]["docassist"]["n"] == 1
+    from importlib import resources
+
+    from pocketlm.documents.metrics import read_records
+
+    records = read_records(str(resources.files("pocketlm") / "assets" / "eval" / "docassist.jsonl"), "gold")
+    assert len(records) == 30 and {r["task"] for r in records} == {"summarization", "question_suggestion",
+                                                                   "question_answering"}
+    code, _, err = run_cli("eval", tiny_ckpt, "--tasks", "docassist", "--docassist-data", tmp_path / "none.jsonl")
+    assert code == 2 and "none.jsonl" in err and len(err.strip().splitlines()) == 1
 
 
 def test_engine_score_is_teacher_forced_log_softmax():

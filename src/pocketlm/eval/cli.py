@@ -21,7 +21,8 @@ def register(subparsers) -> None:
     p.add_argument("--tokenizer", default=None,
                    help="for a GGUF: the checkpoint it was exported from (its tokenizer and intent.json)")
     p.add_argument("--docassist-data", default=None, metavar="FILE",
-                   help="gold records for the docassist task (eval.jsonl from `pocketlm doc data`)")
+                   help="gold records for the docassist task (eval.jsonl from `pocketlm doc data`; default: "
+                        "the built-in 30 held-out requests, whose teacher was SmolLM2-135M-Instruct itself)")
     p.add_argument("--out", default=None, help="also write the result JSON to this file")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_cmd_eval)

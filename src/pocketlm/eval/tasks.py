@@ -122,7 +122,11 @@ class IntentTask(Task):
 class DocAssistTask(Task):
     """SlimLM's DocAssist (summarize, suggest questions, answer) on gold records (`pocketlm doc data`'s
     eval.jsonl, given with --docassist-data), answered on the engine and scored by pocketlm.documents:
-    ROUGE-L and STS averaged over the three tasks, intent accuracy over all records."""
+    ROUGE-L and STS averaged over the three tasks, intent accuracy over all records.
+    Without --docassist-data: the built-in set (assets/eval/docassist.jsonl), 30 requests on 10 held-out
+    documents of the package's offline document set, answered by benchmarks/docassist.py's teacher (the
+    imported SmolLM2-135M-Instruct, per task): it measures SlimLM's format and task routing offline; a
+    stronger teacher's eval.jsonl measures answer quality."""
 
     name = "docassist"
     primary = "rougeL"
@@ -131,10 +135,8 @@ class DocAssistTask(Task):
         self.data = data
 
     def run(self, model, limit, log):
-        if not self.data:
-            raise UserError("the docassist task needs gold records: --docassist-data eval.jsonl "
-                            "(written by `pocketlm doc data`)")
-        gold = read_records(self.data, "gold")[:limit or None]
+        data = self.data or str(resources.files("pocketlm") / "assets" / "eval" / "docassist.jsonl")
+        gold = read_records(data, "gold")[:limit or None]
         rt = load_runtime(model.path, backend="llamacpp" if model.kind == "gguf" else "torch", n_ctx=None,
                           threads=model.threads, tokenizer=model.tokenizer)
         try:
