@@ -233,6 +233,31 @@ def test_length_grouped_batches_pad_less_and_still_cover_each_epoch(ft_env):
         grouped2.load_state_dict(grouped.state_dict())
 
 
+def test_padding_to_a_multiple_bounds_the_shapes_and_leaves_the_loss_unchanged(ft_env):
+    """pad_to_multiple_of: widths become multiples, the extra positions carry no target, and (right padding,
+    causal attention) the loss is the unpadded one."""
+    from pocketlm.model.checkpoint import load_checkpoint
+    from pocketlm.train.trainer import causal_lm_loss
+
+    tok = ft_env["tok"]
+    rng = random.Random(3)
+    examples = tokenize_conversations(tok, [_conversation(rng, multi=False) for _ in range(40)], 512).examples
+    widths = {collate(examples[i:i + 2], tok.pad_token_id, 16)["input_ids"].shape[1] for i in range(0, 40, 2)}
+    assert widths and all(w % 16 == 0 for w in widths)
+    assert len(widths) < len({collate(examples[i:i + 2], tok.pad_token_id)["input_ids"].shape[1]
+                              for i in range(0, 40, 2)})
+    plain, padded = collate(examples[:3], tok.pad_token_id), collate(examples[:3], tok.pad_token_id, 64)
+    extra = padded["labels"][:, plain["labels"].shape[1]:]
+    assert extra.numel() and bool((extra == IGNORE_INDEX).all())
+    model = load_checkpoint(ft_env["base"])
+    with torch.no_grad():
+        losses = [float(causal_lm_loss(model, b)) for b in (plain, padded)]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    batches = SFTBatches(examples, batch_size=4, micro=2, rank=0, world=1, seed=0, pad_id=tok.pad_token_id,
+                         pad_to_multiple_of=32)
+    assert all(next(batches)["input_ids"].shape[1] % 32 == 0 for _ in range(6))
+
+
 def test_load_chat_data_skips_and_counts_bad_records(ft_env, tmp_path):
     convs, skipped = load_chat_data(ft_env["data"])
     assert len(convs) == 40
@@ -462,7 +487,8 @@ FINETUNE_RECIPE_KEYS = {
     "packing", "group_by_length", "method", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "merge", "epochs",
     "max_steps", "batch_size", "micro_batch_size", "lr", "min_lr", "schedule", "warmup_steps", "weight_decay",
     "beta1", "beta2", "eps", "grad_clip", "precision", "model_dtype", "save_dtype", "compile", "parallel", "device",
-    "eval_every", "loss_logits", "save_every", "keep_last", "log_every", "tensorboard", "seed"}
+    "eval_every", "loss_logits", "qat", "pad_to_multiple_of", "save_every", "keep_last", "log_every", "tensorboard",
+    "seed"}
 
 
 def test_dry_run_json_keys_and_defaults_are_the_documented_ones(run_cli, tmp_path):

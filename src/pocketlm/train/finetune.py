@@ -37,6 +37,7 @@ from pocketlm.model.checkpoint import has_tokenizer, is_checkpoint_dir, load_mod
 from pocketlm.model.decoder import PocketLM
 from pocketlm.model.importer import BASES, imported_base
 from pocketlm.train.lora import apply_lora, load_trainable, lora_target_modules, save_adapter, save_trainable
+from pocketlm.train.qat import QAT_TYPES, enable_qat, merge_quantized
 from pocketlm.train.recipe import RECIPES_DIR, TrainArgs, read_recipe_file, snapshot_recipe, write_summary
 from pocketlm.train.sft import (SFTBatches, check_conversations, collate, conversations_from_records,
                                 pack_examples, prepare_tokenizer, read_records, save_chat_checkpoint,
@@ -79,16 +80,18 @@ class FinetuneRecipe(TrainArgs):
     model_dtype: str = "float32"  # weights in memory; bfloat16 halves a frozen LoRA base
     eval_every: int = 0  # steps (0: only at the end)
     loss_logits: str = "all"  # all | targets: LM head only at assistant tokens (same loss, less compute)
+    qat: str = "none"  # none | q4_0 | q8_0: LoRA trains through the export's rounding (train/qat.py)
+    pad_to_multiple_of: int = 1  # micro-batch width rounded up: few distinct shapes keep CPU memory and speed flat
 
     VERB: ClassVar[str] = "finetune"
     POSITIVE: ClassVar[tuple[str, ...]] = TrainArgs.POSITIVE + ("max_samples", "lora_r", "lora_alpha", "epochs",
-                                                                "lr")
+                                                                "lr", "pad_to_multiple_of")
     NON_NEGATIVE: ClassVar[tuple[str, ...]] = TrainArgs.NON_NEGATIVE + ("min_lr", "warmup_steps")
     FRACTIONS: ClassVar[tuple[str, ...]] = TrainArgs.FRACTIONS + ("val_fraction", "lora_dropout")
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         **TrainArgs.CHOICES, "method": ("full", "lora"), "schedule": SCHEDULES,
         "model_dtype": ("float32", "bfloat16", "float16"),
-        "loss_logits": tuple(LOSS_FUNCTIONS)}
+        "loss_logits": tuple(LOSS_FUNCTIONS), "qat": QAT_TYPES}
 
     @classmethod
     def convert_field(cls, name: str, value: Any, hint: Any, where: str) -> Any:
@@ -103,6 +106,8 @@ class FinetuneRecipe(TrainArgs):
             raise UserError("recipe field 'data' is required (a JSONL file, hf:NAME or droidcall-synth)")
         super().validate()
         lora_target_modules(self.lora_targets)
+        if self.qat != "none" and self.method != "lora":
+            raise UserError("recipe field 'qat' needs method: lora (it fake-quantizes the merged LoRA weights)")
         if self.method == "lora" and self.parallel == "fsdp":
             raise UserError("recipe field 'parallel': LoRA runs with ddp (the frozen base is small enough "
                             "to replicate); use method: full for fsdp")
@@ -236,6 +241,7 @@ def run_finetune(recipe: FinetuneRecipe, out_dir: str | os.PathLike, print_fn=No
         total_steps = recipe.max_steps or max(1, math.ceil(recipe.epochs * len(rows) / recipe.batch_size))
         if recipe.method == "lora":
             model = apply_lora(model, recipe.lora_r, recipe.lora_alpha, recipe.lora_dropout, recipe.lora_targets)
+            enable_qat(model, recipe.qat)
             save_fn, load_fn = save_trainable, load_trainable
         else:
             save_fn, load_fn = default_save_model, default_load_model
@@ -245,14 +251,15 @@ def run_finetune(recipe: FinetuneRecipe, out_dir: str | os.PathLike, print_fn=No
             snapshot_recipe(out, recipe.to_dict(), True)
         pad = tokenizer.pad_token_id
         batches = SFTBatches(rows, recipe.batch_size, micro, dist_info.rank, world, recipe.seed, pad,
-                             group_by_length=recipe.group_by_length and not recipe.packing)
+                             group_by_length=recipe.group_by_length and not recipe.packing,
+                             pad_to_multiple_of=recipe.pad_to_multiple_of)
         evals = None
         if val_rows:
             mine = val_rows[dist_info.rank::world]
 
             def evals():
                 for j in range(0, len(mine), micro):
-                    yield collate(mine[j:j + micro], pad)
+                    yield collate(mine[j:j + micro], pad, recipe.pad_to_multiple_of)
 
         schedule = Schedule(recipe.schedule, lr=recipe.lr, total_steps=total_steps,
                             warmup_steps=recipe.warmup_steps, min_lr=recipe.min_lr)
@@ -280,7 +287,7 @@ def run_finetune(recipe: FinetuneRecipe, out_dir: str | os.PathLike, print_fn=No
                 adapter = save_adapter(peft_model, out / "adapter", base=recipe.base, tokenizer=tok_src)
                 summary["adapter"] = str(adapter)
                 if recipe.merge:
-                    merged = peft_model.merge_and_unload()
+                    merged = merge_quantized(peft_model) if recipe.qat != "none" else peft_model.merge_and_unload()
                     summary["final"] = str(save_chat_checkpoint(merged.float(), out / "final", tok_src,
                                                                 parse_dtype(recipe.save_dtype)))
         else:

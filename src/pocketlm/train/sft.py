@@ -283,9 +283,13 @@ def pack_examples(examples: list[tuple[np.ndarray, np.ndarray]], seq_len: int,
     return rows
 
 
-def collate(rows: list[tuple[np.ndarray, np.ndarray]], pad_id: int) -> dict:
-    """Right-padded micro-batch; labels shifted (labels[t] = target for position t), -100 elsewhere."""
+def collate(rows: list[tuple[np.ndarray, np.ndarray]], pad_id: int, pad_to_multiple_of: int = 1) -> dict:
+    """Right-padded micro-batch; labels shifted (labels[t] = target for position t), -100 elsewhere.
+    The width is rounded up to `pad_to_multiple_of`. On CPU, batches of ever-new widths grow the process
+    and slow it: a SmolLM2-135M LoRA run over random widths went from 7.4 to 9.9 GB and from 394 to 286 tok/s
+    in 75 steps; padded to 64 it stayed at 7.1-7.4 GB and ~400 tok/s."""
     width = max(len(ids) for ids, _ in rows) - 1
+    width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
     inputs = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
     for b, (ids, mask) in enumerate(rows):
@@ -309,12 +313,13 @@ class SFTBatches:
     GROUP_WINDOW = 64  # global batches per length-sorted window
 
     def __init__(self, rows: list[tuple[np.ndarray, np.ndarray]], batch_size: int, micro: int,
-                 rank: int, world: int, seed: int, pad_id: int, group_by_length: bool = False):
+                 rank: int, world: int, seed: int, pad_id: int, group_by_length: bool = False,
+                 pad_to_multiple_of: int = 1):
         if not rows:
             raise UserError("no training sequences")
         self.rows, self.batch_size, self.micro = rows, batch_size, micro
         self.rank, self.world, self.seed, self.pad_id = rank, world, seed, pad_id
-        self.group_by_length = group_by_length
+        self.group_by_length, self.pad_to_multiple_of = group_by_length, pad_to_multiple_of
         self._lengths = np.array([len(ids) for ids, _ in rows]) if group_by_length else None
         self.accum = batch_size // (micro * world)
         self.step, self.micro_index = 0, 0
@@ -351,7 +356,8 @@ class SFTBatches:
             per_rank = self.batch_size // self.world
             mine = self.global_indices(self.step)[self.rank * per_rank:(self.rank + 1) * per_rank]
             self._micros = [mine[j * self.micro:(j + 1) * self.micro] for j in range(self.accum)]
-        batch = collate([self.rows[i] for i in self._micros[self.micro_index]], self.pad_id)
+        batch = collate([self.rows[i] for i in self._micros[self.micro_index]], self.pad_id,
+                        self.pad_to_multiple_of)
         self.micro_index += 1
         if self.micro_index == self.accum:
             self.micro_index, self.step = 0, self.step + 1
