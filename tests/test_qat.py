@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from pocketlm.errors import UserError
 from pocketlm.model.checkpoint import load_checkpoint, save_checkpoint
 from pocketlm.model.decoder import PocketLM
 from pocketlm.model.presets import get_preset
@@ -88,8 +89,6 @@ def test_qat_forward_is_the_quantized_merged_model_and_trains_the_adapter():
 
 
 def test_qat_refuses_dropout_and_full_finetuning(tmp_path, run_cli):
-    from pocketlm.errors import UserError
-
     model = apply_lora(PocketLM.from_config(get_preset("tiny"), seed=0), r=4, dropout=0.1, targets="q,v")
     with pytest.raises(UserError, match="lora_dropout"):
         enable_qat(model, "q4_0")

@@ -287,7 +287,7 @@ def run_finetune(recipe: FinetuneRecipe, out_dir: str | os.PathLike, print_fn=No
                 adapter = save_adapter(peft_model, out / "adapter", base=recipe.base, tokenizer=tok_src)
                 summary["adapter"] = str(adapter)
                 if recipe.merge:
-                    merged = merge_quantized(peft_model) if recipe.qat != "none" else peft_model.merge_and_unload()
+                    merged = merge_quantized(peft_model)
                     summary["final"] = str(save_chat_checkpoint(merged.float(), out / "final", tok_src,
                                                                 parse_dtype(recipe.save_dtype)))
         else:

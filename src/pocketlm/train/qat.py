@@ -21,14 +21,14 @@ import torch
 import torch.nn.functional as F
 
 from pocketlm.errors import UserError
+from pocketlm.runtime.gguf import QK
 
 QAT_TYPES = ("none", "q4_0", "q8_0")
-BLOCK = 32  # llama.cpp's block size for Q4_0 and Q8_0
 
 
 def quantize_dequantize(w: torch.Tensor, qtype: str) -> torch.Tensor:
     """Round `w` (last dim a multiple of 32) as gguf-py's Q4_0/Q8_0 encoders do, and decode it back."""
-    blocks = w.float().reshape(-1, BLOCK)
+    blocks = w.float().reshape(-1, QK)
     if qtype == "q4_0":
         # d = (the value of largest magnitude) / -8; nibble = clip(trunc(x / d + 8.5), 0, 15); x' = (nibble - 8) * d
         peak = blocks.gather(1, blocks.abs().argmax(dim=1, keepdim=True))
@@ -79,7 +79,7 @@ def enable_qat(peft_model, qtype: str) -> int:
         raise UserError("qat needs lora_dropout: 0 (dropout acts on activations, not on the merged weight)")
     # the export stores rows that are not a whole number of blocks as F16 (runtime.gguf._tensor_type):
     # those layers train unrounded, as they will run
-    quantized = [layer for layer in layers if layer.base_layer.weight.shape[-1] % BLOCK == 0]
+    quantized = [layer for layer in layers if layer.base_layer.weight.shape[-1] % QK == 0]
     for layer in quantized:
         layer._qat_type = qtype
         layer.forward = types.MethodType(_qat_forward, layer)
@@ -87,7 +87,8 @@ def enable_qat(peft_model, qtype: str) -> int:
 
 
 def merge_quantized(peft_model):
-    """peft's merge_and_unload, with every QAT layer's merged weight rounded as it was trained."""
+    """peft's merge_and_unload, with every QAT layer's merged weight rounded as it was trained (a run
+    without QAT has none: this is then merge_and_unload)."""
     prefix = "base_model.model."
     rounded = {name.removeprefix(prefix): module._qat_type for name, module in peft_model.named_modules()
                if getattr(module, "_qat_type", None)}
