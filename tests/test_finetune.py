@@ -487,7 +487,7 @@ FINETUNE_RECIPE_KEYS = {
     "packing", "group_by_length", "method", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "merge", "epochs",
     "max_steps", "batch_size", "micro_batch_size", "lr", "min_lr", "schedule", "warmup_steps", "weight_decay",
     "beta1", "beta2", "eps", "grad_clip", "precision", "model_dtype", "save_dtype", "compile", "parallel", "device",
-    "eval_every", "loss_logits", "qat", "pad_to_multiple_of", "save_every", "keep_last", "log_every", "tensorboard",
+    "eval_every", "loss_logits", "qat", "qat_start", "pad_to_multiple_of", "save_every", "keep_last", "log_every", "tensorboard",
     "seed"}
 
 

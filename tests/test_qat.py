@@ -12,7 +12,8 @@ from pocketlm.model.decoder import PocketLM
 from pocketlm.model.presets import get_preset
 from pocketlm.runtime.gguf import export_gguf
 from pocketlm.train.lora import apply_lora
-from pocketlm.train.qat import enable_qat, fake_quant, merge_quantized, quantize_dequantize
+from pocketlm.train.qat import enable_qat, fake_quant, merge_quantized, quantize_dequantize, set_qat_active
+from pocketlm.train.trainer import Trainer, TrainerConfig
 
 QTYPES = {"q4_0": gguf.GGMLQuantizationType.Q4_0, "q8_0": gguf.GGMLQuantizationType.Q8_0}
 
@@ -88,6 +89,35 @@ def test_qat_forward_is_the_quantized_merged_model_and_trains_the_adapter():
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads.values())
 
 
+def test_a_float_phase_runs_peft_unrounded_until_the_trainer_turns_qat_on():
+    """qat_start: before the switch a QAT model is the plain LoRA model and saves unrounded; the trainer's
+    step hook turns the rounding on at the given step, also after a resume."""
+    x = torch.randint(0, 512, (2, 16))
+    plain, qat = _lora_model(), _qat_copy()
+    set_qat_active(qat, False)
+    with torch.no_grad():
+        torch.testing.assert_close(qat(x), plain(x))
+        ended_in_float = _qat_copy()
+        set_qat_active(ended_in_float, False)
+        name = "model.layers.0.self_attn.q_proj.weight"
+        assert torch.equal(merge_quantized(ended_in_float).state_dict()[name],
+                           _lora_model().merge_and_unload().state_dict()[name])
+    seen = []
+
+    def batches():
+        while True:
+            yield {"input_ids": x, "labels": x}
+
+    def hook(step):
+        set_qat_active(qat, step >= 2)
+        seen.append((step, qat.base_model.model.model.layers[0].self_attn.q_proj._qat_active))
+
+    trainer = Trainer(qat, lambda m: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.0),
+                      lambda step: 0.0, batches(), TrainerConfig(max_steps=4, log_every=0), on_step_start=hook)
+    trainer.fit(resume=False)
+    assert seen == [(0, False), (1, False), (2, True), (3, True)]
+
+
 def test_qat_refuses_dropout_and_full_finetuning(tmp_path, run_cli):
     model = apply_lora(PocketLM.from_config(get_preset("tiny"), seed=0), r=4, dropout=0.1, targets="q,v")
     with pytest.raises(UserError, match="lora_dropout"):
@@ -96,6 +126,8 @@ def test_qat_refuses_dropout_and_full_finetuning(tmp_path, run_cli):
         enable_qat(PocketLM.from_config(get_preset("tiny"), seed=0), "q4_0")
     code, _, err = run_cli("finetune", "instruct-tiny", "--method", "full", "--qat", "q4_0", "--dry-run")
     assert code == 2 and "qat" in err and "\n" not in err.strip()
+    code, _, err = run_cli("finetune", "instruct-tiny", "--qat-start", 0.5, "--dry-run")
+    assert code == 2 and "qat_start" in err and "\n" not in err.strip()
 
 
 @pytest.mark.slow

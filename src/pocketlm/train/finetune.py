@@ -37,7 +37,7 @@ from pocketlm.model.checkpoint import has_tokenizer, is_checkpoint_dir, load_mod
 from pocketlm.model.decoder import PocketLM
 from pocketlm.model.importer import BASES, imported_base
 from pocketlm.train.lora import apply_lora, load_trainable, lora_target_modules, save_adapter, save_trainable
-from pocketlm.train.qat import QAT_TYPES, enable_qat, merge_quantized
+from pocketlm.train.qat import QAT_TYPES, enable_qat, merge_quantized, set_qat_active
 from pocketlm.train.recipe import RECIPES_DIR, TrainArgs, read_recipe_file, snapshot_recipe, write_summary
 from pocketlm.train.sft import (SFTBatches, check_conversations, collate, conversations_from_records,
                                 pack_examples, prepare_tokenizer, read_records, save_chat_checkpoint,
@@ -81,13 +81,14 @@ class FinetuneRecipe(TrainArgs):
     eval_every: int = 0  # steps (0: only at the end)
     loss_logits: str = "all"  # all | targets: LM head only at assistant tokens (same loss, less compute)
     qat: str = "none"  # none | q4_0 | q8_0: LoRA trains through the export's rounding (train/qat.py)
+    qat_start: float = 0.0  # fraction of the steps trained in float before the rounding turns on
     pad_to_multiple_of: int = 1  # micro-batch width rounded up: few distinct shapes keep CPU memory and speed flat
 
     VERB: ClassVar[str] = "finetune"
     POSITIVE: ClassVar[tuple[str, ...]] = TrainArgs.POSITIVE + ("max_samples", "lora_r", "lora_alpha", "epochs",
                                                                 "lr", "pad_to_multiple_of")
     NON_NEGATIVE: ClassVar[tuple[str, ...]] = TrainArgs.NON_NEGATIVE + ("min_lr", "warmup_steps")
-    FRACTIONS: ClassVar[tuple[str, ...]] = TrainArgs.FRACTIONS + ("val_fraction", "lora_dropout")
+    FRACTIONS: ClassVar[tuple[str, ...]] = TrainArgs.FRACTIONS + ("val_fraction", "lora_dropout", "qat_start")
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         **TrainArgs.CHOICES, "method": ("full", "lora"), "schedule": SCHEDULES,
         "model_dtype": ("float32", "bfloat16", "float16"),
@@ -108,6 +109,8 @@ class FinetuneRecipe(TrainArgs):
         lora_target_modules(self.lora_targets)
         if self.qat != "none" and self.method != "lora":
             raise UserError("recipe field 'qat' needs method: lora (it fake-quantizes the merged LoRA weights)")
+        if self.qat_start and self.qat == "none":
+            raise UserError("recipe field 'qat_start' needs qat: q4_0 or q8_0")
         if self.method == "lora" and self.parallel == "fsdp":
             raise UserError("recipe field 'parallel': LoRA runs with ddp (the frozen base is small enough "
                             "to replicate); use method: full for fsdp")
@@ -267,8 +270,14 @@ def run_finetune(recipe: FinetuneRecipe, out_dir: str | os.PathLike, print_fn=No
         mean_len = data_stats["train"]["tokens"] / max(1, data_stats["train"]["examples"])
         peak = measure_matmul_peak(dist_info.device, recipe.matmul_dtype(dist_info.device), seconds=0.3)
         make_opt = recipe.optimizer_factory(lr=schedule(0))
+        qat_from = round(recipe.qat_start * total_steps) if recipe.qat != "none" else None
+
+        def switch_qat(step: int) -> None:
+            set_qat_active(model, step >= qat_from)
+
         trainer = Trainer(model, make_opt, schedule, batches, tcfg, out_dir=out, eval_batches=evals,
                           loss_fn=LOSS_FUNCTIONS[recipe.loss_logits],
+                          on_step_start=switch_qat if qat_from else None,
                           dist_info=dist_info, flops_per_token=train_flops_per_token(cfg, int(mean_len)),
                           peak_flops=peak, save_model_fn=save_fn, load_model_fn=load_fn, print_fn=say)
         if dist_info.is_main:
@@ -278,7 +287,9 @@ def run_finetune(recipe: FinetuneRecipe, out_dir: str | os.PathLike, print_fn=No
                 f"{len(rows)} {'packed rows' if recipe.packing else 'conversations'} "
                 f"({tr['tokens']:,} tokens, {tr['target_tokens']:,} assistant; truncated {tr.get('truncated', 0)}), "
                 f"{total_steps} steps x {recipe.batch_size} (micro {micro}, accum {accum}), "
-                f"{recipe.schedule} lr {recipe.lr:.2e}; skipped {data_stats['skipped'] or 'none'}")
+                f"{recipe.schedule} lr {recipe.lr:.2e}"
+                + (f"; qat {recipe.qat} from step {qat_from + 1}" if qat_from is not None else "")
+                + f"; skipped {data_stats['skipped'] or 'none'}")
         summary = trainer.fit()
         summary.update(out_dir=str(out), method=recipe.method, data=data_stats)
         if recipe.method == "lora":

@@ -11,6 +11,10 @@ The trained model is the rounded one: the float weights behind it are an optimiz
 weights). So `merge_quantized` saves each trained layer already rounded. Rounding is idempotent, so the
 checkpoint on torch, its Q4_0 export (bit-identical blocks) and its Q8_0 export all run that model.
 The latent LoRA stays in the run's adapter/.
+
+``qat_start`` (a fraction of the steps) trains the first part of the run in float and turns the rounding
+on after it (`set_qat_active`): the float phase starts from the unrounded base at the float run's loss,
+and the QAT phase then adapts the trained model to the rounding.
 """
 
 from __future__ import annotations
@@ -53,7 +57,9 @@ def fake_quant(w: torch.Tensor, qtype: str) -> torch.Tensor:
 
 
 def _qat_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    """peft LoRA Linear forward on the merged, fake-quantized weight."""
+    """peft LoRA Linear forward on the merged, fake-quantized weight (peft's own while QAT is off)."""
+    if not self._qat_active:
+        return type(self).forward(self, x, *args, **kwargs)
     base = self.base_layer
     weight = base.weight.float()
     with torch.autocast(x.device.type, enabled=False):  # merge in fp32, as merge_and_unload will
@@ -81,17 +87,24 @@ def enable_qat(peft_model, qtype: str) -> int:
     # those layers train unrounded, as they will run
     quantized = [layer for layer in layers if layer.base_layer.weight.shape[-1] % QK == 0]
     for layer in quantized:
-        layer._qat_type = qtype
+        layer._qat_type, layer._qat_active = qtype, True
         layer.forward = types.MethodType(_qat_forward, layer)
     return len(quantized)
 
 
+def set_qat_active(peft_model, active: bool) -> None:
+    """Turn the rounding of every QAT layer on or off (a float phase before the QAT phase)."""
+    for module in peft_model.modules():
+        if getattr(module, "_qat_type", None):
+            module._qat_active = active
+
+
 def merge_quantized(peft_model):
     """peft's merge_and_unload, with every QAT layer's merged weight rounded as it was trained (a run
-    without QAT has none: this is then merge_and_unload)."""
+    without QAT has none: this is then merge_and_unload; a run that ends in float is saved unrounded)."""
     prefix = "base_model.model."
     rounded = {name.removeprefix(prefix): module._qat_type for name, module in peft_model.named_modules()
-               if getattr(module, "_qat_type", None)}
+               if getattr(module, "_qat_type", None) and module._qat_active}
     merged = peft_model.merge_and_unload()
     with torch.no_grad():
         for name, module in merged.named_modules():
@@ -100,4 +113,4 @@ def merge_quantized(peft_model):
     return merged
 
 
-__all__ = ["QAT_TYPES", "quantize_dequantize", "fake_quant", "enable_qat", "merge_quantized"]
+__all__ = ["QAT_TYPES", "quantize_dequantize", "fake_quant", "enable_qat", "set_qat_active", "merge_quantized"]

@@ -339,6 +339,7 @@ class Trainer:
                  save_model_fn: Callable[[nn.Module, Path, DistInfo], None] = default_save_model,
                  load_model_fn: Callable[[nn.Module, Path, DistInfo], None] = default_load_model,
                  log_extra: Callable[[int], dict[str, Any]] | None = None,
+                 on_step_start: Callable[[int], None] | None = None,
                  print_fn: Callable[[str], None] | None = None):
         """`model` must already be on `dist_info.device` and NOT yet wrapped: the trainer compiles
         (optional) and wraps it for DDP/FSDP2; `self.model` stays the bare module.
@@ -353,6 +354,7 @@ class Trainer:
         self.schedule, self.batches = schedule, batches
         self.save_model_fn, self.load_model_fn = save_model_fn, load_model_fn
         self.log_extra = log_extra
+        self.on_step_start = on_step_start  # called with the steps done, before each step (resume-safe)
         self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
         self._print = print_fn or (lambda s: print(s, flush=True))
         self.step = 0  # optimizer steps done
@@ -391,6 +393,8 @@ class Trainer:
     def train_step(self) -> dict[str, Any]:
         """Run one optimizer step (grad_accum micro-batches); returns the step's metrics."""
         t0 = time.perf_counter()
+        if self.on_step_start is not None:
+            self.on_step_start(self.step)
         lr = float(self.schedule(self.step))
         for g in self.optimizer.param_groups:
             g["lr"] = lr
