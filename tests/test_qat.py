@@ -1,6 +1,8 @@
 """Quantization-aware LoRA (`qat: q4_0|q8_0`): the fake quantization is the export's own rounding, the
 training forward pass is the quantized merged model, and the GGUF export holds those very weights."""
 
+import json
+
 import gguf
 import numpy as np
 import pytest
@@ -132,7 +134,8 @@ def test_qat_refuses_dropout_and_full_finetuning(tmp_path, run_cli):
 
 @pytest.mark.slow
 def test_qat_finetune_exports_exactly_the_weights_it_trained_through(tmp_path, run_cli):
-    """A qat: q4_0 fine-tune saves its rounded weights, and the Q4_0 export stores exactly those."""
+    """A qat: q4_0 fine-tune (float first, then QAT) saves its rounded weights, and the Q4_0 export stores
+    exactly those."""
     from gguf import GGUFReader
 
     from pocketlm.data.tokenizer import train_tokenizer
@@ -146,9 +149,11 @@ def test_qat_finetune_exports_exactly_the_weights_it_trained_through(tmp_path, r
         '{"role": "assistant", "content": "the cat sat on the mat"}]}\n' % i for i in range(16)))
     code, _, err = run_cli("finetune", "instruct-tiny", "--base", tmp_path / "base", "--data", data,
                            "--out", tmp_path / "run", "--method", "lora", "--lora-targets", "q,k,v,o,gate,up,down",
-                           "--qat", "q4_0", "--max-steps", 3, "--batch-size", 4, "--lr", 1e-2,
-                           "--pad-to-multiple-of", 16, "--save-every", 0, "--log-every", 0)
+                           "--qat", "q4_0", "--qat-start", 0.5, "--max-steps", 4, "--batch-size", 4,
+                           "--lr", 1e-2, "--pad-to-multiple-of", 16, "--save-every", 0, "--log-every", 0)
     assert code == 0, err
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["phase"] for m in metrics if "step" in m] == ["float", "float", "qat", "qat"]
     final = load_checkpoint(tmp_path / "run" / "final")
     base = load_checkpoint(tmp_path / "base")
     q_final = final.state_dict()["model.layers.1.self_attn.q_proj.weight"]
