@@ -275,10 +275,13 @@ def run_finetune(recipe: FinetuneRecipe, out_dir: str | os.PathLike, print_fn=No
         def switch_qat(step: int) -> None:
             set_qat_active(model, step >= qat_from)
 
+        def qat_phase(step: int) -> dict[str, str]:
+            return {"phase": "qat" if step >= qat_from else "float"}
+
         trainer = Trainer(model, make_opt, schedule, batches, tcfg, out_dir=out, eval_batches=evals,
                           loss_fn=LOSS_FUNCTIONS[recipe.loss_logits],
                           on_step_start=switch_qat if qat_from else None,
-                          log_extra=(lambda step: {"phase": "qat" if step >= qat_from else "float"}) if qat_from else None,
+                          log_extra=qat_phase if qat_from else None,
                           dist_info=dist_info, flops_per_token=train_flops_per_token(cfg, int(mean_len)),
                           peak_flops=peak, save_model_fn=save_fn, load_model_fn=load_fn, print_fn=say)
         if dist_info.is_main:
