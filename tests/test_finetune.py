@@ -487,8 +487,8 @@ FINETUNE_RECIPE_KEYS = {
     "packing", "group_by_length", "method", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "merge", "epochs",
     "max_steps", "batch_size", "micro_batch_size", "lr", "min_lr", "schedule", "warmup_steps", "weight_decay",
     "beta1", "beta2", "eps", "grad_clip", "precision", "model_dtype", "save_dtype", "compile", "parallel", "device",
-    "eval_every", "loss_logits", "qat", "qat_start", "pad_to_multiple_of", "save_every", "keep_last", "log_every", "tensorboard",
-    "seed"}
+    "eval_every", "loss_logits", "qat", "qat_start", "pad_to_multiple_of", "save_every", "keep_last", "log_every",
+    "tensorboard", "seed"}
 
 
 def test_dry_run_json_keys_and_defaults_are_the_documented_ones(run_cli, tmp_path):

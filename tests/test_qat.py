@@ -93,7 +93,7 @@ def test_qat_forward_is_the_quantized_merged_model_and_trains_the_adapter():
 
 def test_a_float_phase_runs_peft_unrounded_until_the_trainer_turns_qat_on():
     """qat_start: before the switch a QAT model is the plain LoRA model and saves unrounded; the trainer's
-    step hook turns the rounding on at the given step, also after a resume."""
+    step hook, called with the steps done (so a resumed run switches at the same step), turns it on."""
     x = torch.randint(0, 512, (2, 16))
     plain, qat = _lora_model(), _qat_copy()
     set_qat_active(qat, False)
