@@ -3,6 +3,7 @@
 import gzip
 import json
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -127,6 +128,22 @@ def test_bad_data_is_skipped_and_counted(tmp_path, tok):
     assert s["documents"] == 3
     docs = _decode_docs(tok, tmp_path / "out", "web") + _decode_docs(tok, tmp_path / "out", "web", "val")
     assert {"fine line", "another fine line", DOCS[0]} <= set(docs)
+
+
+def test_pool_workers_take_sigterm_by_default_and_leave_ctrl_c_to_the_parent(tok):
+    """`pool.terminate()` once hung on a worker that had inherited the CLI's Python SIGTERM handler."""
+    from pocketlm.utils import sigterm_as_interrupt
+
+    init = (data._tokenizer_json(tok), 0, "uint16", 0.0, "text", False)
+    with sigterm_as_interrupt():
+        pool = data._make_pool(2, init)
+        try:
+            got = [pool.apply(signal.getsignal, (s,)) for s in (signal.SIGTERM, signal.SIGINT)]
+        finally:
+            pool.terminate()
+            pool.join()
+    assert got == [signal.SIG_DFL, signal.SIG_IGN]
+    assert callable(signal.getsignal(signal.SIGINT))  # the parent's own Ctrl-C handling is untouched
 
 
 def test_deterministic_across_worker_counts(tmp_path, tok, corpus):

@@ -245,8 +245,9 @@ def _in_main_thread() -> bool:
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """While the block runs, SIGTERM (`kill`, a scheduler's timeout) raises `Terminated` in this process.
-    A forked child (a pool worker) that inherits the handler still dies as SIGTERM's default would, and
-    the previous handler comes back afterwards (a leaked one would reach later forks)."""
+    A forked child that inherits the handler dies as SIGTERM's default would, once the handler runs; a pool
+    worker still resets SIGTERM itself (`data.prepare`): one blocked on its task queue was seen to outlive
+    `pool.terminate()`. The previous handler comes back afterwards (a leaked one would reach later forks)."""
     if not _in_main_thread():
         yield
         return
