@@ -16,6 +16,7 @@ from pocketlm.data.shards import MixtureSpec, ShardedTokens, load_mixture, open_
 from pocketlm.data.sources import SourceSpec, expand_paths, parse_hf_arg, plan_chunks
 from pocketlm.data.tokenizer import load_tokenizer, train_tokenizer
 from pocketlm.errors import UserError
+from pocketlm.utils import sigterm_as_interrupt
 
 DOCS = [f"Document {i}: the town of Elfenton had {i * 37} visitors on day {i}." for i in range(60)]
 
@@ -132,8 +133,6 @@ def test_bad_data_is_skipped_and_counted(tmp_path, tok):
 
 def test_pool_workers_take_sigterm_by_default_and_leave_ctrl_c_to_the_parent(tok):
     """`pool.terminate()` once hung on a worker that had inherited the CLI's Python SIGTERM handler."""
-    from pocketlm.utils import sigterm_as_interrupt
-
     init = (data._tokenizer_json(tok), 0, "uint16", 0.0, "text", False)
     with sigterm_as_interrupt():
         pool = data._make_pool(2, init)
