@@ -242,29 +242,33 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """While the block runs, SIGTERM (`kill`, a scheduler's timeout) raises `Terminated` in this process.
-    A forked child that inherits the handler dies as SIGTERM's default would, once the handler runs; a pool
-    worker still resets SIGTERM itself (`data.prepare`): one blocked on its task queue was seen to outlive
-    `pool.terminate()`. The previous handler comes back afterwards (a leaked one would reach later forks)."""
+    A forked child does not keep the handler (`_child_takes_default_sigterm`), and the previous handler comes
+    back afterwards (a leaked one would reach later forks)."""
     if not _in_main_thread():
         yield
         return
-    owner = os.getpid()
-
-    def handler(signum, frame):
-        if os.getpid() != owner:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _child_takes_default_sigterm() -> None:
+    """After a fork, SIGTERM's default action, which kills in the kernel. With the Python handler inherited,
+    a pool worker blocked on its task queue was seen to outlive `pool.terminate()`, which then waited forever."""
+    if signal.getsignal(signal.SIGTERM) is _raise_terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_child_takes_default_sigterm)
 
 
 @contextlib.contextmanager

@@ -70,11 +70,7 @@ def _init_worker(tokenizer_json: str, eos_id: int, dtype: str, val_fraction: flo
     if not single_process:  # one thread per worker process: the pool already uses every core
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
         os.environ["RAYON_NUM_THREADS"] = "1"
-        # pool.terminate() stops workers with SIGTERM. With the Python handler inherited from the CLI
-        # (`sigterm_as_interrupt`), a worker blocked on the task queue was seen to survive it, and
-        # terminate() waited forever; the default action kills in the kernel. Ctrl-C is the parent's.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the pool
     from tokenizers import Tokenizer  # optional dependency (pocketlm[hf])
 
     tok = Tokenizer.from_str(tokenizer_json)
